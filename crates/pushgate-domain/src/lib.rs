@@ -1,1 +1,26 @@
-//! placeholder
+//! pushgate's domain: everything about connections, subscriptions, the client
+//! protocol and notifications that does not depend on AWS.
+//!
+//! # Layout
+//!
+//! - [`ids`]: validated identifiers ([`EntityId`], [`ConnectionId`], [`UserId`]).
+//! - [`record`]: the items kept in the single DynamoDB table and their keys.
+//! - [`protocol`]: client frames in, server frames out, stable error codes.
+//! - [`event`]: EventBridge events in, the notification envelope out.
+//! - [`limits`]: API Gateway's limits that pushgate enforces.
+//! - [`config`]: the configuration every function reads once at start.
+//!
+//! The contract these types follow is `shared/design.md`.
+
+pub mod config;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod protocol;
+pub mod record;
+
+pub use config::{Config, ConfigError};
+pub use event::{EventError, NotificationEvent};
+pub use ids::{ConnectionId, EntityId, IdError, UserId};
+pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
+pub use record::{ConnectionRecord, SubscriptionRecord};

@@ -1,0 +1,148 @@
+//! Configuration read once at start from environment variables. The AWS SDK's
+//! own variables (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, …) are left to
+//! the SDK.
+
+use std::time::Duration;
+
+use crate::limits::DEFAULT_TTL_SECS;
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    /// A variable does not parse.
+    #[error("{name} must be {expected}, got {value:?}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// What it was.
+        value: String,
+    },
+}
+
+/// Everything the functions read from their environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `TABLE_NAME`: the single table.
+    pub table_name: String,
+    /// `CONNECTION_TTL_SECONDS`: item lifetime (default 2 h + 5 min).
+    pub ttl: Duration,
+    /// `MANAGEMENT_API_ENDPOINT`: where the notifier posts
+    /// (`https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub management_endpoint: Option<String>,
+    /// `PUSH_CONCURRENCY`: pushes in flight per event (default 64).
+    pub push_concurrency: usize,
+    /// `MAX_SUBSCRIPTIONS_PER_CONNECTION` (default 100).
+    pub max_subscriptions: usize,
+}
+
+impl Config {
+    /// Defaults for everything but the table name.
+    pub fn new(table_name: impl Into<String>) -> Self {
+        Self {
+            table_name: table_name.into(),
+            ttl: Duration::from_secs(DEFAULT_TTL_SECS),
+            management_endpoint: None,
+            push_concurrency: 64,
+            max_subscriptions: 100,
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let table = lookup("TABLE_NAME")
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::Missing("TABLE_NAME"))?;
+        let mut config = Self::new(table);
+        let positive = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            lookup(name)
+                .map(|v| match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        name,
+                        expected: "a positive whole number",
+                        value: v,
+                    }),
+                })
+                .transpose()
+        };
+        if let Some(secs) = positive("CONNECTION_TTL_SECONDS")? {
+            config.ttl = Duration::from_secs(secs);
+        }
+        if let Some(n) = positive("PUSH_CONCURRENCY")? {
+            config.push_concurrency = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = positive("MAX_SUBSCRIPTIONS_PER_CONNECTION")? {
+            config.max_subscriptions = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        config.management_endpoint = lookup("MANAGEMENT_API_ENDPOINT").filter(|v| !v.is_empty());
+        Ok(config)
+    }
+}
+
+/// The Management API endpoint of a deployed stage. Built from the API id,
+/// region and stage rather than the request's domain name, which may be a
+/// custom domain.
+pub fn management_endpoint(api_id: &str, region: &str, stage: &str) -> String {
+    format!("https://{api_id}.execute-api.{region}.amazonaws.com/{stage}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_defaults_and_overrides() {
+        let c = from(&[("TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c, Config::new("t"));
+        assert_eq!(c.ttl, Duration::from_secs(7500));
+        let c = from(&[
+            ("TABLE_NAME", "t"),
+            ("CONNECTION_TTL_SECONDS", "60"),
+            ("PUSH_CONCURRENCY", "8"),
+            ("MANAGEMENT_API_ENDPOINT", "http://127.0.0.1:3001/local"),
+        ])
+        .unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(60));
+        assert_eq!(c.push_concurrency, 8);
+        assert_eq!(
+            c.management_endpoint.as_deref(),
+            Some("http://127.0.0.1:3001/local")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(matches!(from(&[]), Err(ConfigError::Missing("TABLE_NAME"))));
+        assert!(matches!(
+            from(&[("TABLE_NAME", "t"), ("PUSH_CONCURRENCY", "0")]),
+            Err(ConfigError::Invalid {
+                name: "PUSH_CONCURRENCY",
+                ..
+            })
+        ));
+        assert_eq!(
+            management_endpoint("abc123defg", "us-east-1", "prod"),
+            "https://abc123defg.execute-api.us-east-1.amazonaws.com/prod"
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! The client protocol: JSON text frames from clients ([`ClientFrame`]),
+//! replies to them ([`ServerFrame`]) and the stable error codes
+//! ([`ErrorCode`]). Parsing is separate from any connection handling, so the
+//! Lambda functions and the local emulator agree on every frame.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ids::{EntityId, IdError};
+use crate::limits::{MAX_FRAME_DEPTH, MAX_MESSAGE_BYTES};
+
+/// The actions a client may send, in the order error messages list them.
+pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe"];
+
+/// A well-formed frame from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// `{"action":"subscribe","entityId":"…"}`
+    Subscribe {
+        /// What to subscribe to.
+        entity_id: EntityId,
+    },
+    /// `{"action":"unsubscribe","entityId":"…"}`
+    Unsubscribe {
+        /// What to unsubscribe from.
+        entity_id: EntityId,
+    },
+}
+
+/// Stable, snake_case error codes sent in `error` frames. The message next to
+/// a code is for people and may change; the code does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was empty.
+    EmptyFrame,
+    /// The frame is binary; pushgate speaks JSON text frames.
+    BinaryFrame,
+    /// The frame is over API Gateway's 128 KB message limit.
+    MessageTooLarge,
+    /// The frame is not JSON.
+    InvalidJson,
+    /// The frame nests JSON deeper than pushgate accepts.
+    TooDeeplyNested,
+    /// The frame is JSON but not an object.
+    InvalidFrame,
+    /// The frame has no `action` string.
+    MissingAction,
+    /// The `action` is not one pushgate knows.
+    UnknownAction,
+    /// The frame has no `entityId` string.
+    MissingEntityId,
+    /// The `entityId` breaks the rules (1–256 bytes, no control characters).
+    InvalidEntityId,
+    /// `unsubscribe` for an entity the connection is not subscribed to.
+    NotSubscribed,
+    /// The connection has as many subscriptions as it may hold.
+    TooManySubscriptions,
+    /// The connection is no longer known (it closed or expired).
+    ConnectionGone,
+    /// Something failed on pushgate's side; the client may retry.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmptyFrame => "empty_frame",
+            Self::BinaryFrame => "binary_frame",
+            Self::MessageTooLarge => "message_too_large",
+            Self::InvalidJson => "invalid_json",
+            Self::TooDeeplyNested => "too_deeply_nested",
+            Self::InvalidFrame => "invalid_frame",
+            Self::MissingAction => "missing_action",
+            Self::UnknownAction => "unknown_action",
+            Self::MissingEntityId => "missing_entity_id",
+            Self::InvalidEntityId => "invalid_entity_id",
+            Self::NotSubscribed => "not_subscribed",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::ConnectionGone => "connection_gone",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
+/// Why a client frame was refused. Each maps to one [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// No body, or an empty one.
+    #[error("the frame is empty; send a JSON object such as {{\"action\":\"subscribe\",\"entityId\":\"artist:ed-sheeran\"}}")]
+    Empty,
+    /// Over the message limit.
+    #[error("the frame is {len} bytes; the limit is {max} bytes")]
+    TooLarge {
+        /// Size of the frame.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not JSON.
+    #[error("the frame is not JSON: {0}")]
+    NotJson(String),
+    /// Nested too deeply.
+    #[error("the frame nests JSON deeper than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// JSON, but not an object.
+    #[error("the frame must be a JSON object with an \"action\"")]
+    NotObject,
+    /// No `action` string.
+    #[error("the frame has no \"action\" string; accepted actions: {}", ACCEPTED_ACTIONS.join(", "))]
+    MissingAction,
+    /// An action pushgate does not know.
+    #[error("unknown action {action:?}; accepted actions: {}", ACCEPTED_ACTIONS.join(", "))]
+    UnknownAction {
+        /// The action the client sent (truncated to 64 bytes).
+        action: String,
+    },
+    /// No `entityId` string.
+    #[error("the frame has no \"entityId\" string")]
+    MissingEntityId,
+    /// An invalid `entityId`.
+    #[error("invalid entityId: {0}; entityId must be 1 to 256 bytes of UTF-8 without control characters")]
+    InvalidEntityId(#[source] IdError),
+}
+
+impl FrameError {
+    /// The stable code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Empty => ErrorCode::EmptyFrame,
+            Self::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            Self::NotJson(_) => ErrorCode::InvalidJson,
+            Self::TooDeep { .. } => ErrorCode::TooDeeplyNested,
+            Self::NotObject => ErrorCode::InvalidFrame,
+            Self::MissingAction => ErrorCode::MissingAction,
+            Self::UnknownAction { .. } => ErrorCode::UnknownAction,
+            Self::MissingEntityId => ErrorCode::MissingEntityId,
+            Self::InvalidEntityId(_) => ErrorCode::InvalidEntityId,
+        }
+    }
+
+    /// The `error` frame that answers this error.
+    pub fn to_frame(&self) -> ServerFrame {
+        ServerFrame::error(self.code(), self.to_string())
+    }
+}
+
+/// Depth of the deepest JSON array/object nesting in `text`, counted without
+/// parsing (strings are skipped), so a hostile frame cannot make the parser
+/// recurse before it is refused.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Reads the `action` of a frame body, for route selection
+/// (`$request.body.action`): `None` when the body is not a JSON object with
+/// a string `action`, which API Gateway sends to `$default`.
+pub fn route_key(body: &str) -> Option<String> {
+    if body.len() > MAX_MESSAGE_BYTES || json_depth(body) > MAX_FRAME_DEPTH {
+        return None;
+    }
+    let value: Value = serde_json::from_str(body).ok()?;
+    value.get("action")?.as_str().map(str::to_owned)
+}
+
+/// Parses a JSON object frame up to its `action`, checking size and depth.
+fn parse_object(body: Option<&str>) -> Result<serde_json::Map<String, Value>, FrameError> {
+    let body = body.unwrap_or_default();
+    if body.trim().is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    if json_depth(body) > MAX_FRAME_DEPTH {
+        return Err(FrameError::TooDeep {
+            max: MAX_FRAME_DEPTH,
+        });
+    }
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(FrameError::NotObject),
+        Err(e) => Err(FrameError::NotJson(e.to_string())),
+    }
+}
+
+fn truncated(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+impl ClientFrame {
+    /// Parses a frame body as API Gateway hands it to a function.
+    pub fn parse(body: Option<&str>) -> Result<Self, FrameError> {
+        let map = parse_object(body)?;
+        let action = map
+            .get("action")
+            .and_then(Value::as_str)
+            .ok_or(FrameError::MissingAction)?;
+        let entity_id = || -> Result<EntityId, FrameError> {
+            let raw = map
+                .get("entityId")
+                .and_then(Value::as_str)
+                .ok_or(FrameError::MissingEntityId)?;
+            EntityId::new(raw).map_err(FrameError::InvalidEntityId)
+        };
+        match action {
+            "subscribe" => Ok(Self::Subscribe {
+                entity_id: entity_id()?,
+            }),
+            "unsubscribe" => Ok(Self::Unsubscribe {
+                entity_id: entity_id()?,
+            }),
+            other => Err(FrameError::UnknownAction {
+                action: truncated(other, 64),
+            }),
+        }
+    }
+}
+
+/// A frame pushgate sends to a client in reply to one of its frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The subscription is stored.
+    Subscribed {
+        /// The entity.
+        #[serde(rename = "entityId")]
+        entity_id: EntityId,
+    },
+    /// The subscription is removed.
+    Unsubscribed {
+        /// The entity.
+        #[serde(rename = "entityId")]
+        entity_id: EntityId,
+    },
+    /// The frame was refused.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Explanation for people.
+        message: String,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain enums cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal_error","message":"serialisation failed"}"#
+                .to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ClientFrame, FrameError> {
+        ClientFrame::parse(Some(s))
+    }
+
+    #[test]
+    fn parses_subscribe_and_unsubscribe() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","entityId":"artist:ed-sheeran"}"#),
+            Ok(ClientFrame::Subscribe {
+                entity_id: EntityId::new("artist:ed-sheeran").unwrap()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","entityId":"venue:1","extra":true}"#),
+            Ok(ClientFrame::Unsubscribe {
+                entity_id: EntityId::new("venue:1").unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn every_bad_frame_gets_its_code() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let huge = format!(
+            r#"{{"action":"subscribe","entityId":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        let long_id = format!(
+            r#"{{"action":"subscribe","entityId":"{}"}}"#,
+            "x".repeat(257)
+        );
+        let cases: Vec<(Option<&str>, ErrorCode)> = vec![
+            (None, ErrorCode::EmptyFrame),
+            (Some("   "), ErrorCode::EmptyFrame),
+            (Some("hello"), ErrorCode::InvalidJson),
+            (Some("{\"action\":"), ErrorCode::InvalidJson),
+            (Some(&deep), ErrorCode::TooDeeplyNested),
+            (Some(&huge), ErrorCode::MessageTooLarge),
+            (Some("[1,2]"), ErrorCode::InvalidFrame),
+            (Some("\"subscribe\""), ErrorCode::InvalidFrame),
+            (Some("{}"), ErrorCode::MissingAction),
+            (Some(r#"{"action":7}"#), ErrorCode::MissingAction),
+            (Some(r#"{"action":"dance"}"#), ErrorCode::UnknownAction),
+            (
+                Some(r#"{"action":"subscribe"}"#),
+                ErrorCode::MissingEntityId,
+            ),
+            (
+                Some(r#"{"action":"subscribe","entityId":5}"#),
+                ErrorCode::MissingEntityId,
+            ),
+            (
+                Some(r#"{"action":"subscribe","entityId":""}"#),
+                ErrorCode::InvalidEntityId,
+            ),
+            (Some(&long_id), ErrorCode::InvalidEntityId),
+            (
+                Some(r#"{"action":"unsubscribe","entityId":"a\u0000b"}"#),
+                ErrorCode::InvalidEntityId,
+            ),
+        ];
+        for (body, code) in cases {
+            let err = ClientFrame::parse(body).expect_err("must be refused");
+            assert_eq!(err.code(), code, "body {body:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_action_names_the_accepted_ones() {
+        let err = parse(r#"{"action":"dance"}"#).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"dance\"") && msg.contains("subscribe, unsubscribe"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn server_frames_match_the_contract() {
+        let e = EntityId::new("artist:ed-sheeran").unwrap();
+        assert_eq!(
+            ServerFrame::Subscribed {
+                entity_id: e.clone()
+            }
+            .to_json(),
+            r#"{"type":"subscribed","entityId":"artist:ed-sheeran"}"#
+        );
+        assert_eq!(
+            ServerFrame::Unsubscribed { entity_id: e }.to_json(),
+            r#"{"type":"unsubscribed","entityId":"artist:ed-sheeran"}"#
+        );
+        assert_eq!(
+            ServerFrame::error(ErrorCode::InvalidEntityId, "bad").to_json(),
+            r#"{"type":"error","code":"invalid_entity_id","message":"bad"}"#
+        );
+        assert_eq!(
+            ErrorCode::TooManySubscriptions.as_str(),
+            "too_many_subscriptions"
+        );
+    }
+
+    #[test]
+    fn route_key_reads_the_action() {
+        assert_eq!(
+            route_key(r#"{"action":"subscribe"}"#).as_deref(),
+            Some("subscribe")
+        );
+        assert_eq!(route_key("nope"), None);
+        assert_eq!(route_key(r#"{"action":1}"#), None);
+        assert_eq!(json_depth(r#"{"a":"[[[[","b":[{}]}"#), 3);
+    }
+}
