@@ -1,1 +1,123 @@
-//! placeholder
+//! Where connections and subscriptions live.
+//!
+//! # Layout
+//!
+//! - [`ConnectionStore`]: the port every function talks to.
+//! - [`DynamoDbStore`] (`dynamodb.rs`): the single-table adapter on
+//!   `aws-sdk-dynamodb`, with the `byEntity` index and TTL.
+//! - [`MemoryStore`] (`memory.rs`): the embedded adapter used by the local
+//!   emulator and by tests that need no server.
+//!
+//! Both adapters follow `shared/design.md` and pass the same test suite
+//! (`tests/store_suite.rs`). Every read takes `now` (epoch seconds) and
+//! ignores items whose `expiresAt` has passed, because DynamoDB removes them
+//! only lazily.
+
+use async_trait::async_trait;
+use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord};
+
+mod dynamodb;
+mod memory;
+
+pub use dynamodb::{DynamoDbStore, BY_ENTITY_INDEX};
+pub use memory::MemoryStore;
+
+/// Boxed error from the DynamoDB SDK, kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The connection record does not exist (closed, expired or never made).
+    #[error("connection {0} is not stored; it closed or expired")]
+    ConnectionGone(ConnectionId),
+    /// The connection already holds `max` subscriptions.
+    #[error("connection {connection_id} already holds {max} subscriptions")]
+    TooManySubscriptions {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// The cap.
+        max: usize,
+    },
+    /// A DynamoDB call failed.
+    #[error("DynamoDB {operation} failed")]
+    DynamoDb {
+        /// The API call.
+        operation: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// BatchWriteItem still left items unprocessed after every retry.
+    #[error("{remaining} items were still unprocessed after {attempts} BatchWriteItem attempts")]
+    Unprocessed {
+        /// Items left.
+        remaining: usize,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// An item in the table does not have the shape the design gives it.
+    #[error("malformed item: {0}")]
+    Malformed(String),
+}
+
+/// One page of an entity's subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscriberPage {
+    /// Live subscribers on this page (may be empty while `next` is set).
+    pub connection_ids: Vec<ConnectionId>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ConnectionId>,
+}
+
+/// The port to the connection and subscription store.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// Stores (or replaces) a connection record.
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError>;
+
+    /// The live connection record, if any.
+    async fn connection(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Option<ConnectionRecord>, StoreError>;
+
+    /// Stores a subscription while the connection record exists and is live,
+    /// and while the connection holds fewer than `max` other subscriptions.
+    /// Subscribing again to the same entity refreshes it.
+    async fn subscribe(
+        &self,
+        record: &SubscriptionRecord,
+        now: i64,
+        max: usize,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a subscription; `false` when there was none.
+    async fn unsubscribe(
+        &self,
+        connection_id: &ConnectionId,
+        entity_id: &EntityId,
+    ) -> Result<bool, StoreError>;
+
+    /// The live subscriptions of a connection, sorted by entity.
+    async fn subscriptions(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Vec<EntityId>, StoreError>;
+
+    /// Deletes a connection and all its subscriptions; returns how many items
+    /// were deleted (0 when nothing was stored).
+    async fn delete_connection(&self, connection_id: &ConnectionId) -> Result<usize, StoreError>;
+
+    /// One page of at most `limit` live subscribers of `entity_id`, in
+    /// connection id order, starting after `after`.
+    async fn subscribers(
+        &self,
+        entity_id: &EntityId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError>;
+}

@@ -1,0 +1,494 @@
+//! The DynamoDB adapter: the single-table design of `shared/design.md` on
+//! `aws-sdk-dynamodb`. Subscriptions are written in one conditional
+//! transaction with a check on the connection item, so a `subscribe` racing
+//! `$disconnect` leaves no orphan; every multi-item read pages through
+//! `LastEvaluatedKey`; deletes go through BatchWriteItem in chunks of 25,
+//! retrying `UnprocessedItems`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, DeleteRequest,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use pushgate_domain::record::{
+    connection_pk, is_live, subscription_sk, CONNECTION_SK, SUBSCRIPTION_SK_PREFIX,
+};
+use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
+
+use crate::{ConnectionStore, StoreError, SubscriberPage};
+
+/// Name of the index from an entity to its subscribers.
+pub const BY_ENTITY_INDEX: &str = "byEntity";
+/// Items per BatchWriteItem call (DynamoDB's maximum).
+const BATCH_SIZE: usize = 25;
+/// BatchWriteItem attempts before unprocessed items are an error.
+const BATCH_ATTEMPTS: u32 = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A [`ConnectionStore`] on one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn sdk_error<E>(operation: &'static str) -> impl FnOnce(SdkError<E>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| StoreError::DynamoDb {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Malformed(format!("{name} is not a string"))),
+    }
+}
+
+fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| StoreError::Malformed(format!("{name} is not an integer"))),
+        _ => Err(StoreError::Malformed(format!("{name} is not a number"))),
+    }
+}
+
+fn opt_s(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::DynamoDb {
+        operation: "CreateTable",
+        source: Box::new(e),
+    })
+}
+
+fn malformed(e: pushgate_domain::IdError) -> StoreError {
+    StoreError::Malformed(e.to_string())
+}
+
+fn connection_item(r: &ConnectionRecord) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(connection_pk(&r.connection_id))),
+        ("sk".into(), s(CONNECTION_SK)),
+        ("connectionId".into(), s(r.connection_id.as_str())),
+        ("connectedAt".into(), n(r.connected_at_ms)),
+        ("expiresAt".into(), n(r.expires_at)),
+    ]);
+    if let Some(u) = &r.user_id {
+        item.insert("userId".into(), s(u.as_str()));
+    }
+    if let Some(ip) = &r.source_ip {
+        item.insert("sourceIp".into(), s(ip));
+    }
+    if let Some(ua) = &r.user_agent {
+        item.insert("userAgent".into(), s(ua));
+    }
+    item
+}
+
+fn connection_from_item(item: &Item) -> Result<ConnectionRecord, StoreError> {
+    Ok(ConnectionRecord {
+        connection_id: ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed)?,
+        user_id: opt_s(item, "userId")
+            .map(UserId::new)
+            .transpose()
+            .map_err(malformed)?,
+        source_ip: opt_s(item, "sourceIp"),
+        user_agent: opt_s(item, "userAgent"),
+        connected_at_ms: get_n(item, "connectedAt")?,
+        expires_at: get_n(item, "expiresAt")?,
+    })
+}
+
+impl DynamoDbStore {
+    /// An adapter on `table` through `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table as `template.yaml` declares it (keys, `byEntity`,
+    /// TTL on `expiresAt`) unless it exists: for the local emulator and tests.
+    pub async fn create_table_if_missing(&self) -> Result<(), StoreError> {
+        let exists = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        match exists {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(sdk_error("DescribeTable")(e)),
+        }
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let index = built(
+            GlobalSecondaryIndex::builder()
+                .index_name(BY_ENTITY_INDEX)
+                .key_schema(built(key("entityId", KeyType::Hash))?)
+                .key_schema(built(key("connectionId", KeyType::Range))?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("expiresAt")
+                        .build(),
+                )
+                .build(),
+        )?;
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(built(attr("pk"))?)
+            .attribute_definitions(built(attr("sk"))?)
+            .attribute_definitions(built(attr("entityId"))?)
+            .attribute_definitions(built(attr("connectionId"))?)
+            .key_schema(built(key("pk", KeyType::Hash))?)
+            .key_schema(built(key("sk", KeyType::Range))?)
+            .global_secondary_indexes(index)
+            .send()
+            .await
+            .map_err(sdk_error("CreateTable"))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(built(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expiresAt")
+                    .enabled(true)
+                    .build(),
+            )?)
+            .send()
+            .await
+            .map_err(sdk_error("UpdateTimeToLive"))?;
+        Ok(())
+    }
+
+    /// Every item key under a connection's partition, page by page.
+    async fn partition_keys(&self, connection_id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(connection_pk(connection_id)))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error("Query"))?;
+            keys.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Live subscriptions of a connection (sort keys without the prefix).
+    async fn live_subscriptions(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        let mut entities = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
+                .filter_expression("expiresAt > :now")
+                .expression_attribute_values(":pk", s(connection_pk(connection_id)))
+                .expression_attribute_values(":sub", s(SUBSCRIPTION_SK_PREFIX))
+                .expression_attribute_values(":now", n(now))
+                .projection_expression("entityId")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error("Query"))?;
+            for item in out.items.unwrap_or_default() {
+                entities.push(EntityId::new(get_s(&item, "entityId")?).map_err(malformed)?);
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(entities);
+            }
+        }
+    }
+
+    /// Deletes `keys` with BatchWriteItem, 25 at a time, retrying unprocessed
+    /// items with exponential backoff.
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in keys.chunks(BATCH_SIZE) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| StoreError::DynamoDb {
+                            operation: "BatchWriteItem",
+                            source: Box::new(e),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt == BATCH_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        remaining: pending.len(),
+                        attempts: attempt,
+                    });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                }
+                attempt += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk_error("BatchWriteItem"))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoDbStore {
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(connection_item(record)))
+            .send()
+            .await
+            .map_err(sdk_error("PutItem"))?;
+        Ok(())
+    }
+
+    async fn connection(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(CONNECTION_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error("GetItem"))?;
+        match out.item {
+            Some(item) => {
+                let record = connection_from_item(&item)?;
+                Ok(is_live(record.expires_at, now).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        record: &SubscriptionRecord,
+        now: i64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let id = &record.connection_id;
+        let others = self
+            .live_subscriptions(id, now)
+            .await?
+            .into_iter()
+            .filter(|e| *e != record.entity_id)
+            .count();
+        if others >= max {
+            return Err(StoreError::TooManySubscriptions {
+                connection_id: id.clone(),
+                max,
+            });
+        }
+        let pk = connection_pk(id);
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::DynamoDb {
+            operation: "TransactWriteItems",
+            source: Box::new(e),
+        };
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(CONNECTION_SK))
+            .condition_expression("attribute_exists(pk) AND expiresAt > :now")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(build)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(subscription_sk(&record.entity_id)))
+            .item("connectionId", s(id.as_str()))
+            .item("entityId", s(record.entity_id.as_str()))
+            .item("subscribedAt", n(record.subscribed_at_ms))
+            .item("expiresAt", n(record.expires_at))
+            .build()
+            .map_err(build)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
+                    if c.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed")) =>
+            {
+                Err(StoreError::ConnectionGone(id.clone()))
+            }
+            Err(e) => Err(sdk_error("TransactWriteItems")(e)),
+        }
+    }
+
+    async fn unsubscribe(
+        &self,
+        connection_id: &ConnectionId,
+        entity_id: &EntityId,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(subscription_sk(entity_id)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk_error("DeleteItem"))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn subscriptions(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        self.live_subscriptions(connection_id, now).await
+    }
+
+    async fn delete_connection(&self, connection_id: &ConnectionId) -> Result<usize, StoreError> {
+        let keys = self.partition_keys(connection_id).await?;
+        let count = keys.len();
+        self.batch_delete(keys).await?;
+        Ok(count)
+    }
+
+    async fn subscribers(
+        &self,
+        entity_id: &EntityId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        let start = after.map(|c| {
+            Item::from([
+                ("entityId".into(), s(entity_id.as_str())),
+                ("connectionId".into(), s(c.as_str())),
+                ("pk".into(), s(connection_pk(c))),
+                ("sk".into(), s(subscription_sk(entity_id))),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ENTITY_INDEX)
+            .key_condition_expression("entityId = :e")
+            .filter_expression("expiresAt > :now")
+            .expression_attribute_values(":e", s(entity_id.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk_error("Query"))?;
+        let connection_ids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed))
+            .collect::<Result<_, _>>()?;
+        let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => Some(ConnectionId::new(get_s(&key, "connectionId")?).map_err(malformed)?),
+            None => None,
+        };
+        Ok(SubscriberPage {
+            connection_ids,
+            next,
+        })
+    }
+}

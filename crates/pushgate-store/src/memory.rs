@@ -1,0 +1,199 @@
+//! The in-memory adapter: the embedded store of the local emulator and a
+//! server-free store for tests. It keeps the same rules as DynamoDB (expiry
+//! on read, subscription only while the connection exists, pagination).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use pushgate_domain::record::is_live;
+use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord};
+
+use crate::{ConnectionStore, StoreError, SubscriberPage};
+
+#[derive(Default)]
+struct State {
+    connections: HashMap<ConnectionId, ConnectionRecord>,
+    /// (connection, entity) → subscription: the table's `CONN#…`/`SUB#…` items.
+    subscriptions: BTreeMap<(ConnectionId, EntityId), SubscriptionRecord>,
+    /// (entity, connection) → expiresAt: the `byEntity` index.
+    by_entity: BTreeMap<(EntityId, ConnectionId), i64>,
+}
+
+/// A [`ConnectionStore`] held in process memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every stored connection record (live or not), sorted by id: for the
+    /// emulator's status page and for tests.
+    pub fn all_connections(&self) -> Vec<ConnectionRecord> {
+        let mut all: Vec<_> = self.lock().connections.values().cloned().collect();
+        all.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        all
+    }
+
+    /// Every stored subscription record (live or not), sorted by key.
+    pub fn all_subscriptions(&self) -> Vec<SubscriptionRecord> {
+        self.lock().subscriptions.values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryStore {
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+        self.lock()
+            .connections
+            .insert(record.connection_id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn connection(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .connections
+            .get(connection_id)
+            .filter(|c| is_live(c.expires_at, now))
+            .cloned())
+    }
+
+    async fn subscribe(
+        &self,
+        record: &SubscriptionRecord,
+        now: i64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let id = &record.connection_id;
+        if !state
+            .connections
+            .get(id)
+            .is_some_and(|c| is_live(c.expires_at, now))
+        {
+            return Err(StoreError::ConnectionGone(id.clone()));
+        }
+        let others = state
+            .subscriptions
+            .range((id.clone(), min_entity())..)
+            .take_while(|((c, _), _)| c == id)
+            .filter(|((_, e), s)| *e != record.entity_id && is_live(s.expires_at, now))
+            .count();
+        if others >= max {
+            return Err(StoreError::TooManySubscriptions {
+                connection_id: id.clone(),
+                max,
+            });
+        }
+        state
+            .subscriptions
+            .insert((id.clone(), record.entity_id.clone()), record.clone());
+        state
+            .by_entity
+            .insert((record.entity_id.clone(), id.clone()), record.expires_at);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        connection_id: &ConnectionId,
+        entity_id: &EntityId,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        state
+            .by_entity
+            .remove(&(entity_id.clone(), connection_id.clone()));
+        Ok(state
+            .subscriptions
+            .remove(&(connection_id.clone(), entity_id.clone()))
+            .is_some())
+    }
+
+    async fn subscriptions(
+        &self,
+        connection_id: &ConnectionId,
+        now: i64,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        Ok(self
+            .lock()
+            .subscriptions
+            .range((connection_id.clone(), min_entity())..)
+            .take_while(|((c, _), _)| c == connection_id)
+            .filter(|(_, s)| is_live(s.expires_at, now))
+            .map(|((_, e), _)| e.clone())
+            .collect())
+    }
+
+    async fn delete_connection(&self, connection_id: &ConnectionId) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let mut deleted = usize::from(state.connections.remove(connection_id).is_some());
+        let entities: Vec<EntityId> = state
+            .subscriptions
+            .range((connection_id.clone(), min_entity())..)
+            .take_while(|((c, _), _)| c == connection_id)
+            .map(|((_, e), _)| e.clone())
+            .collect();
+        for entity in entities {
+            state
+                .subscriptions
+                .remove(&(connection_id.clone(), entity.clone()));
+            state.by_entity.remove(&(entity, connection_id.clone()));
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    async fn subscribers(
+        &self,
+        entity_id: &EntityId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        let state = self.lock();
+        let mut page = SubscriberPage::default();
+        let mut scanned = 0;
+        let mut last = None;
+        let candidates = state
+            .by_entity
+            .range((entity_id.clone(), min_connection())..)
+            .take_while(|((e, _), _)| e == entity_id)
+            .filter(|((_, c), _)| after.is_none_or(|a| c > a));
+        for ((_, connection), expires_at) in candidates {
+            if scanned == limit.max(1) {
+                page.next = last;
+                return Ok(page);
+            }
+            scanned += 1;
+            last = Some(connection.clone());
+            if is_live(*expires_at, now) {
+                page.connection_ids.push(connection.clone());
+            }
+        }
+        Ok(page)
+    }
+}
+
+// The smallest valid ids, used as range starts. Both are constant and valid.
+fn min_entity() -> EntityId {
+    EntityId::new("\u{20}").unwrap_or_else(|_| unreachable!("a space is a valid entity id"))
+}
+
+fn min_connection() -> ConnectionId {
+    ConnectionId::new("\u{20}").unwrap_or_else(|_| unreachable!("a space is a valid connection id"))
+}
