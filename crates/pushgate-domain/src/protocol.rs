@@ -58,6 +58,8 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The connection is no longer known (it closed or expired).
     ConnectionGone,
+    /// `$connect` offered only subprotocols pushgate does not speak.
+    UnsupportedSubprotocol,
     /// Something failed on pushgate's side; the client may retry.
     InternalError,
 }
@@ -79,6 +81,7 @@ impl ErrorCode {
             Self::NotSubscribed => "not_subscribed",
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::ConnectionGone => "connection_gone",
+            Self::UnsupportedSubprotocol => "unsupported_subprotocol",
             Self::InternalError => "internal_error",
         }
     }

@@ -153,9 +153,18 @@ mod tests {
     #[test]
     fn statuses_are_sorted_by_what_to_do_next() {
         let src = || -> BoxError { "x".into() };
-        assert!(matches!(PushError::from_status(410, src()), PushError::Gone));
-        assert!(matches!(PushError::from_status(413, src()), PushError::PayloadTooLarge));
-        assert!(matches!(PushError::from_status(403, src()), PushError::Forbidden));
+        assert!(matches!(
+            PushError::from_status(410, src()),
+            PushError::Gone
+        ));
+        assert!(matches!(
+            PushError::from_status(413, src()),
+            PushError::PayloadTooLarge
+        ));
+        assert!(matches!(
+            PushError::from_status(403, src()),
+            PushError::Forbidden
+        ));
         assert!(PushError::from_status(429, src()).is_retryable());
         assert!(PushError::from_status(500, src()).is_retryable());
         assert!(PushError::from_status(503, src()).is_retryable());

@@ -1,0 +1,14 @@
+//! Lambda binary for `$default`. It needs no store and no AWS client.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pushgate_functions::default_route;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| default_route::handle(event.payload),
+    ))
+    .await
+}

@@ -1,0 +1,16 @@
+//! Lambda binary for the notifier (SQS event source with
+//! `ReportBatchItemFailures`).
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pushgate_functions::{notifier, runtime};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let deps = runtime::notifier_deps().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, Error>(notifier::handle(&deps, event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,17 @@
+//! Lambda binary for the `subscribe` route.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pushgate_functions::{runtime, subscribe};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let deps = runtime::deps().await?;
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+            subscribe::handle(&deps, event.payload)
+        },
+    ))
+    .await
+}

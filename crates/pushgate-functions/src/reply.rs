@@ -1,0 +1,20 @@
+//! Route responses. For message routes the body is the two-way reply API
+//! Gateway sends back to the client; for `$connect` the status decides the
+//! handshake and the headers (such as `Sec-WebSocket-Protocol`) join it.
+
+use aws_lambda_events::apigw::ApiGatewayProxyResponse;
+use aws_lambda_events::encodings::Body;
+use pushgate_domain::ServerFrame;
+
+/// A response with `status` and a JSON `body`.
+pub fn json(status: i64, body: String) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response.body = Some(Body::Text(body));
+    response
+}
+
+/// A two-way reply carrying `frame`.
+pub fn frame(status: i64, frame: &ServerFrame) -> ApiGatewayProxyResponse {
+    json(status, frame.to_json())
+}
