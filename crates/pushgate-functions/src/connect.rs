@@ -14,9 +14,16 @@ pub const SUBPROTOCOLS: &[&str] = &["websocket"];
 /// The header carrying offered and chosen subprotocols.
 pub const SUBPROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
+/// The client offered subprotocols, none of which pushgate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("none of the offered subprotocols is supported")]
+pub struct NoSupportedSubprotocol;
+
 /// Which offered subprotocol to accept: `Ok(None)` when none was offered,
-/// `Err(())` when some were offered and pushgate knows none of them.
-pub fn choose_subprotocol(headers: &HeaderMap) -> Result<Option<&'static str>, ()> {
+/// an error when some were offered and pushgate knows none of them.
+pub fn choose_subprotocol(
+    headers: &HeaderMap,
+) -> Result<Option<&'static str>, NoSupportedSubprotocol> {
     let offered: Vec<&str> = headers
         .get_all(SUBPROTOCOL_HEADER)
         .iter()
@@ -32,7 +39,7 @@ pub fn choose_subprotocol(headers: &HeaderMap) -> Result<Option<&'static str>, (
         .iter()
         .find(|known| offered.contains(known))
         .map(|p| Some(*p))
-        .ok_or(())
+        .ok_or(NoSupportedSubprotocol)
 }
 
 /// The user id an authorizer put on the request (`principalId`), if valid.

@@ -190,6 +190,14 @@ async fn handle_record(
     Ok(outcome)
 }
 
+/// `BatchItemFailure` is `#[non_exhaustive]`: built from `Default`.
+#[allow(clippy::field_reassign_with_default)]
+fn batch_item_failure(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
+}
+
 /// Handles one SQS batch; the response lists the records SQS must retry.
 pub async fn handle(deps: &NotifierDeps, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -209,9 +217,9 @@ pub async fn handle(deps: &NotifierDeps, event: SqsEvent) -> SqsBatchResponse {
                     "record failed; reported for retry"
                 ),
             }
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
+            response
+                .batch_item_failures
+                .push(batch_item_failure(message_id));
         }
     }
     response

@@ -7,6 +7,9 @@ use aws_lambda_events::encodings::Body;
 use pushgate_domain::ServerFrame;
 
 /// A response with `status` and a JSON `body`.
+// `ApiGatewayProxyResponse` is `#[non_exhaustive]`: it can only be built
+// from `Default` and then filled in.
+#[allow(clippy::field_reassign_with_default)]
 pub fn json(status: i64, body: String) -> ApiGatewayProxyResponse {
     let mut response = ApiGatewayProxyResponse::default();
     response.status_code = status;

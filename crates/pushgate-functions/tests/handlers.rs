@@ -2,6 +2,9 @@
 //! and PostToConnection answers (410, 413, 403, 429, 500) the notifier must
 //! survive, asserting what was stored, deleted, pushed and reported failed.
 
+// Test code: a panic is how a failed expectation is reported.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -167,19 +167,19 @@ impl ConnectionStore for MemoryStore {
     ) -> Result<SubscriberPage, StoreError> {
         let state = self.lock();
         let mut page = SubscriberPage::default();
-        let mut scanned = 0;
         let mut last = None;
         let candidates = state
             .by_entity
             .range((entity_id.clone(), min_connection())..)
             .take_while(|((e, _), _)| e == entity_id)
             .filter(|((_, c), _)| after.is_none_or(|a| c > a));
-        for ((_, connection), expires_at) in candidates {
+        // Like a DynamoDB Query with Limit: `limit` items are read, then the
+        // filter on expiry applies, so a page may hold fewer.
+        for (scanned, ((_, connection), expires_at)) in candidates.enumerate() {
             if scanned == limit.max(1) {
                 page.next = last;
                 return Ok(page);
             }
-            scanned += 1;
             last = Some(connection.clone());
             if is_live(*expires_at, now) {
                 page.connection_ids.push(connection.clone());

@@ -2,6 +2,9 @@
 //! store, and the DynamoDB store against a real DynamoDB-compatible server
 //! (moto) started by the test itself.
 
+// Test code: a panic is how a failed expectation is reported.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};

@@ -1,6 +1,8 @@
 //! Test support: a real DynamoDB-compatible server (moto's server mode)
 //! started on 127.0.0.1 for the duration of a test.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
