@@ -24,6 +24,40 @@ pub enum ConfigError {
     },
 }
 
+/// Whether `$connect` requires a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// `AUTH_MODE=token` (the default): no valid token, no connection.
+    #[default]
+    Token,
+    /// `AUTH_MODE=anonymous`: connections without a token are let in (they
+    /// may subscribe to anything and publish nothing); tokens, when sent,
+    /// are still verified. For demos and local use.
+    Anonymous,
+}
+
+/// A secret value whose `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
 /// Everything the functions read from their environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -38,6 +72,13 @@ pub struct Config {
     pub push_concurrency: usize,
     /// `MAX_SUBSCRIPTIONS_PER_CONNECTION` (default 100).
     pub max_subscriptions: usize,
+    /// `AUTH_MODE`: `token` (default) or `anonymous`.
+    pub auth_mode: AuthMode,
+    /// `JWT_SECRET`: the HS256 signing key itself (local use).
+    pub jwt_secret: Option<Secret>,
+    /// `JWT_SECRET_PARAMETER`: name of the SSM SecureString holding the key
+    /// (in AWS); read once at start.
+    pub jwt_secret_parameter: Option<String>,
 }
 
 impl Config {
@@ -49,6 +90,9 @@ impl Config {
             management_endpoint: None,
             push_concurrency: 64,
             max_subscriptions: 100,
+            auth_mode: AuthMode::Token,
+            jwt_secret: None,
+            jwt_secret_parameter: None,
         }
     }
 
@@ -86,6 +130,21 @@ impl Config {
             config.max_subscriptions = usize::try_from(n).unwrap_or(usize::MAX);
         }
         config.management_endpoint = lookup("MANAGEMENT_API_ENDPOINT").filter(|v| !v.is_empty());
+        config.auth_mode = match lookup("AUTH_MODE").as_deref().map(str::trim) {
+            None | Some("") | Some("token") => AuthMode::Token,
+            Some("anonymous") => AuthMode::Anonymous,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "AUTH_MODE",
+                    expected: "token or anonymous",
+                    value: other.to_owned(),
+                })
+            }
+        };
+        config.jwt_secret = lookup("JWT_SECRET")
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        config.jwt_secret_parameter = lookup("JWT_SECRET_PARAMETER").filter(|v| !v.is_empty());
         Ok(config)
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{EntityId, IdError};
+use crate::ids::{EntityId, IdError, UserId};
 use crate::limits::MAX_MESSAGE_BYTES;
 
 /// Why an event can never be delivered. Every variant is permanent: retrying
@@ -18,12 +18,15 @@ pub enum EventError {
     /// The event's `detail` is not an object.
     #[error("the event's detail must be an object with entityId and message")]
     DetailNotObject,
-    /// No `detail.entityId`.
-    #[error("the event's detail has no entityId string")]
-    MissingEntityId,
+    /// Neither `detail.entityId` nor `detail.userId`.
+    #[error("the event's detail has neither an entityId nor a userId string")]
+    MissingTarget,
     /// An invalid `detail.entityId`.
     #[error("the event's detail.entityId is invalid: {0}")]
     InvalidEntityId(#[source] IdError),
+    /// An invalid `detail.userId`.
+    #[error("the event's detail.userId is invalid: {0}")]
+    InvalidUserId(#[source] IdError),
     /// No `detail.message`.
     #[error("the event's detail has no message")]
     MissingMessage,
@@ -46,7 +49,8 @@ struct EventBridgeEvent {
     detail: Value,
 }
 
-/// An event to deliver to the subscribers of one entity.
+/// An event to deliver to the subscribers of an entity, to every
+/// connection of a user, or both (each connection gets it once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotificationEvent {
     /// The EventBridge event id; clients drop duplicates by it.
@@ -54,7 +58,9 @@ pub struct NotificationEvent {
     /// When the event happened, as EventBridge stamped it.
     pub time: Option<String>,
     /// Whose subscribers get it.
-    pub entity_id: EntityId,
+    pub entity_id: Option<EntityId>,
+    /// Whose connections get it.
+    pub user_id: Option<UserId>,
     /// The producer's message, any JSON.
     pub data: Value,
 }
@@ -64,8 +70,10 @@ struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     id: &'a str,
-    #[serde(rename = "entityId")]
-    entity_id: &'a EntityId,
+    #[serde(rename = "entityId", skip_serializing_if = "Option::is_none")]
+    entity_id: Option<&'a EntityId>,
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<&'a str>,
     data: &'a Value,
@@ -80,15 +88,25 @@ impl NotificationEvent {
         };
         let entity_id = match detail.get("entityId") {
             Some(Value::String(s)) => {
-                EntityId::new(s.as_str()).map_err(EventError::InvalidEntityId)?
+                Some(EntityId::new(s.as_str()).map_err(EventError::InvalidEntityId)?)
             }
-            _ => return Err(EventError::MissingEntityId),
+            _ => None,
         };
+        let user_id = match detail.get("userId") {
+            Some(Value::String(s)) => {
+                Some(UserId::new(s.as_str()).map_err(EventError::InvalidUserId)?)
+            }
+            _ => None,
+        };
+        if entity_id.is_none() && user_id.is_none() {
+            return Err(EventError::MissingTarget);
+        }
         let data = detail.remove("message").ok_or(EventError::MissingMessage)?;
         Ok(Self {
             id: event.id,
             time: event.time,
             entity_id,
+            user_id,
             data,
         })
     }
@@ -99,7 +117,8 @@ impl NotificationEvent {
         let bytes = serde_json::to_vec(&Envelope {
             kind: "notification",
             id: &self.id,
-            entity_id: &self.entity_id,
+            entity_id: self.entity_id.as_ref(),
+            user_id: self.user_id.as_ref(),
             time: self.time.as_deref(),
             data: &self.data,
         })
@@ -126,13 +145,29 @@ mod tests {
     #[test]
     fn reads_an_eventbridge_event_and_builds_the_envelope() {
         let event = NotificationEvent::from_eventbridge_json(EVENT).unwrap();
-        assert_eq!(event.entity_id.as_str(), "artist:ed-sheeran");
+        assert_eq!(
+            event.entity_id.as_ref().unwrap().as_str(),
+            "artist:ed-sheeran"
+        );
+        assert_eq!(event.user_id, None);
         let envelope: Value = serde_json::from_slice(&event.envelope().unwrap()).unwrap();
         assert_eq!(
             envelope,
             serde_json::json!({"type":"notification","id":"6a7e8feb-b491-4cf7-a9f1-bf3703467718",
                 "entityId":"artist:ed-sheeran","time":"2026-11-22T10:00:00Z",
                 "data":{"tickets":"on sale"}})
+        );
+    }
+
+    #[test]
+    fn user_targeted_events_name_the_user() {
+        let body = r#"{"id":"e1","detail":{"userId":"alice","message":"hi"}}"#;
+        let event = NotificationEvent::from_eventbridge_json(body).unwrap();
+        assert_eq!(event.entity_id, None);
+        let envelope: Value = serde_json::from_slice(&event.envelope().unwrap()).unwrap();
+        assert_eq!(
+            envelope,
+            serde_json::json!({"type":"notification","id":"e1","userId":"alice","data":"hi"})
         );
     }
 
@@ -148,7 +183,7 @@ mod tests {
         assert!(matches!(bad("[]"), Err(EventError::DetailNotObject)));
         assert!(matches!(
             bad(r#"{"message":1}"#),
-            Err(EventError::MissingEntityId)
+            Err(EventError::MissingTarget)
         ));
         assert!(matches!(
             bad(r#"{"entityId":"","message":1}"#),
@@ -164,5 +199,38 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(big.envelope(), Err(EventError::TooLarge { .. })));
+    }
+}
+
+/// `epoch_secs` as RFC 3339 UTC (`2026-11-22T10:00:00Z`), the format
+/// EventBridge stamps on events.
+pub fn rfc3339(epoch_secs: i64) -> String {
+    // Howard Hinnant's civil-from-days.
+    let days = epoch_secs.div_euclid(86_400);
+    let secs = epoch_secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_341_600), "2026-11-22T10:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: tokens (HS256 JWTs), grants and the scope check.
 //! - [`ids`]: validated identifiers ([`EntityId`], [`ConnectionId`], [`UserId`]).
 //! - [`record`]: the items kept in the single DynamoDB table and their keys.
 //! - [`protocol`]: client frames in, server frames out, stable error codes.
@@ -12,6 +13,7 @@
 //!
 //! The contract these types follow is `shared/design.md`.
 
+pub mod auth;
 pub mod config;
 pub mod event;
 pub mod ids;
@@ -19,7 +21,7 @@ pub mod limits;
 pub mod protocol;
 pub mod record;
 
-pub use config::{Config, ConfigError};
+pub use config::{AuthMode, Config, ConfigError, Secret};
 pub use event::{EventError, NotificationEvent};
 pub use ids::{ConnectionId, EntityId, IdError, UserId};
 pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};

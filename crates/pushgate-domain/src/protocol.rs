@@ -10,10 +10,10 @@ use crate::ids::{EntityId, IdError};
 use crate::limits::{MAX_FRAME_DEPTH, MAX_MESSAGE_BYTES};
 
 /// The actions a client may send, in the order error messages list them.
-pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe"];
+pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe", "publish"];
 
 /// A well-formed frame from a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     /// `{"action":"subscribe","entityId":"…"}`
     Subscribe {
@@ -24,6 +24,13 @@ pub enum ClientFrame {
     Unsubscribe {
         /// What to unsubscribe from.
         entity_id: EntityId,
+    },
+    /// `{"action":"publish","entityId":"…","data":…}`
+    Publish {
+        /// Whose subscribers get it.
+        entity_id: EntityId,
+        /// Any JSON.
+        data: Value,
     },
 }
 
@@ -60,6 +67,15 @@ pub enum ErrorCode {
     ConnectionGone,
     /// `$connect` offered only subprotocols pushgate does not speak.
     UnsupportedSubprotocol,
+    /// `$connect` without a valid token (HTTP 401).
+    Unauthorized,
+    /// The token does not allow this action on this entity (HTTP 403 at
+    /// `$connect` for an unusable scope).
+    Forbidden,
+    /// The token expired while the connection was open.
+    TokenExpired,
+    /// `publish` without `data`.
+    MissingData,
     /// Something failed on pushgate's side; the client may retry.
     InternalError,
 }
@@ -82,6 +98,10 @@ impl ErrorCode {
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::ConnectionGone => "connection_gone",
             Self::UnsupportedSubprotocol => "unsupported_subprotocol",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TokenExpired => "token_expired",
+            Self::MissingData => "missing_data",
             Self::InternalError => "internal_error",
         }
     }
@@ -125,6 +145,9 @@ pub enum FrameError {
     /// No `entityId` string.
     #[error("the frame has no \"entityId\" string")]
     MissingEntityId,
+    /// `publish` without `data`.
+    #[error("the publish frame has no \"data\"")]
+    MissingData,
     /// An invalid `entityId`.
     #[error("invalid entityId: {0}; entityId must be 1 to 256 bytes of UTF-8 without control characters")]
     InvalidEntityId(#[source] IdError),
@@ -142,6 +165,7 @@ impl FrameError {
             Self::MissingAction => ErrorCode::MissingAction,
             Self::UnknownAction { .. } => ErrorCode::UnknownAction,
             Self::MissingEntityId => ErrorCode::MissingEntityId,
+            Self::MissingData => ErrorCode::MissingData,
             Self::InvalidEntityId(_) => ErrorCode::InvalidEntityId,
         }
     }
@@ -226,7 +250,7 @@ fn truncated(s: &str, max: usize) -> String {
 impl ClientFrame {
     /// Parses a frame body as API Gateway hands it to a function.
     pub fn parse(body: Option<&str>) -> Result<Self, FrameError> {
-        let map = parse_object(body)?;
+        let mut map = parse_object(body)?;
         let action = map
             .get("action")
             .and_then(Value::as_str)
@@ -245,6 +269,11 @@ impl ClientFrame {
             "unsubscribe" => Ok(Self::Unsubscribe {
                 entity_id: entity_id()?,
             }),
+            "publish" => {
+                let entity_id = entity_id()?;
+                let data = map.remove("data").ok_or(FrameError::MissingData)?;
+                Ok(Self::Publish { entity_id, data })
+            }
             other => Err(FrameError::UnknownAction {
                 action: truncated(other, 64),
             }),
@@ -267,6 +296,16 @@ pub enum ServerFrame {
         /// The entity.
         #[serde(rename = "entityId")]
         entity_id: EntityId,
+    },
+    /// A `publish` was fanned out.
+    Published {
+        /// The entity.
+        #[serde(rename = "entityId")]
+        entity_id: EntityId,
+        /// The notification id the subscribers received.
+        id: String,
+        /// Subscribers reached.
+        delivered: usize,
     },
     /// The frame was refused.
     Error {
@@ -357,6 +396,14 @@ mod tests {
             ),
             (Some(&long_id), ErrorCode::InvalidEntityId),
             (
+                Some(r#"{"action":"publish","entityId":"a"}"#),
+                ErrorCode::MissingData,
+            ),
+            (
+                Some(r#"{"action":"publish","data":1}"#),
+                ErrorCode::MissingEntityId,
+            ),
+            (
                 Some(r#"{"action":"unsubscribe","entityId":"a\u0000b"}"#),
                 ErrorCode::InvalidEntityId,
             ),
@@ -372,7 +419,7 @@ mod tests {
         let err = parse(r#"{"action":"dance"}"#).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("\"dance\"") && msg.contains("subscribe, unsubscribe"),
+            msg.contains("\"dance\"") && msg.contains("subscribe, unsubscribe, publish"),
             "{msg}"
         );
     }

@@ -2,6 +2,7 @@
 //! `shared/design.md`): one connection item per connection and one
 //! subscription item per (connection, entity), both under `CONN#<id>`.
 
+use crate::auth::Scope;
 use crate::ids::{ConnectionId, EntityId, UserId};
 
 /// Partition key of every item that belongs to `connection_id`.
@@ -35,6 +36,8 @@ pub struct ConnectionRecord {
     pub connected_at_ms: i64,
     /// When the item expires (DynamoDB TTL), epoch seconds.
     pub expires_at: i64,
+    /// The token's grants and expiry; `None` for an anonymous connection.
+    pub scope: Option<Scope>,
 }
 
 /// One connection's interest in one entity.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pushgate_domain::auth::TokenVerifier;
 use pushgate_domain::Config;
 use pushgate_push::Pusher;
 use pushgate_store::ConnectionStore;
@@ -54,15 +55,23 @@ pub struct Deps {
     pub config: Config,
     /// Time source.
     pub clock: Clock,
+    /// Checks tokens at `$connect`; `None` when no signing key is configured.
+    pub verifier: Option<TokenVerifier>,
 }
 
 impl Deps {
-    /// Dependencies with the system clock.
+    /// Dependencies with the system clock, and a token verifier when the
+    /// configuration holds the signing key (`JWT_SECRET`).
     pub fn new(store: Arc<dyn ConnectionStore>, config: Config) -> Self {
+        let verifier = config
+            .jwt_secret
+            .as_ref()
+            .map(|k| TokenVerifier::hs256(k.expose().as_bytes()));
         Self {
             store,
             config,
             clock: Clock::system(),
+            verifier,
         }
     }
 

@@ -5,8 +5,8 @@
 //! # Layout
 //!
 //! - [`connect`], [`disconnect`], [`subscribe`], [`unsubscribe`],
-//!   [`default_route`]: the WebSocket routes (`$connect`, `$disconnect`,
-//!   `subscribe`, `unsubscribe`, `$default`).
+//!   [`publish`], [`default_route`]: the WebSocket routes (`$connect`,
+//!   `$disconnect`, `subscribe`, `unsubscribe`, `publish`, `$default`).
 //! - [`notifier`]: the SQS-triggered fan-out of EventBridge events.
 //! - [`deps`]: the dependencies every handler borrows, built once in `main`.
 //! - [`reply`]: route responses (two-way replies and `$connect` answers).
@@ -18,6 +18,7 @@ pub mod default_route;
 pub mod deps;
 pub mod disconnect;
 pub mod notifier;
+pub mod publish;
 pub mod reply;
 pub mod runtime;
 pub mod subscribe;

@@ -1,5 +1,6 @@
 //! The notifier: SQS batches of EventBridge events in, one `notification`
-//! frame out to every subscriber of the event's entity.
+//! frame out to every subscriber of the event's entity and every connection
+//! of its user.
 //!
 //! Per record: parse the event (a record that can never succeed is reported
 //! failed, with its reason logged, so it reaches the DLQ); serialise the
@@ -10,12 +11,14 @@
 //! `batchItemFailures`, so SQS redelivers only that record (clients drop the
 //! duplicates by event id).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
-use pushgate_domain::{ConnectionId, EventError, NotificationEvent};
+use pushgate_domain::{ConnectionId, EntityId, EventError, NotificationEvent, UserId};
 use pushgate_push::PushError;
+use pushgate_store::{ConnectionStore, StoreError, SubscriberPage};
 use rand::Rng;
 
 use crate::NotifierDeps;
@@ -77,7 +80,7 @@ pub enum RecordError {
     Undeliverable(#[from] EventError),
     /// Reading subscribers failed.
     #[error("reading subscribers failed")]
-    Store(#[from] pushgate_store::StoreError),
+    Store(#[from] StoreError),
     /// Some pushes failed after their retries.
     #[error("{failed} pushes failed after retries ({delivered} delivered)")]
     PushesFailed {
@@ -117,44 +120,79 @@ async fn push_one(deps: &NotifierDeps, connection: ConnectionId, payload: &[u8])
     }
 }
 
-/// Delivers one event to every live subscriber of its entity.
+/// Who an event goes to.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// Every subscriber of an entity (the `byEntity` index).
+    Entity(&'a EntityId),
+    /// Every connection of a user (the `byUser` index).
+    User(&'a UserId),
+}
+
+impl Target<'_> {
+    async fn page(
+        self,
+        store: &dyn ConnectionStore,
+        now: i64,
+        after: Option<&ConnectionId>,
+    ) -> Result<SubscriberPage, StoreError> {
+        match self {
+            Self::Entity(e) => store.subscribers(e, now, after, PAGE_SIZE).await,
+            Self::User(u) => store.user_connections(u, now, after, PAGE_SIZE).await,
+        }
+    }
+}
+
+/// Delivers one event to every live subscriber of its entity and every live
+/// connection of its user; a connection that is both gets it once.
 pub async fn deliver(
     deps: &NotifierDeps,
     event: &NotificationEvent,
 ) -> Result<RecordOutcome, RecordError> {
     let payload = event.envelope()?;
     let payload = payload.as_slice();
-    let store = &deps.deps.store;
+    let store = deps.deps.store.as_ref();
     let now = deps.deps.clock.now_secs();
     let concurrency = deps.deps.config.push_concurrency.max(1);
+    let targets: Vec<Target<'_>> = event
+        .entity_id
+        .iter()
+        .map(Target::Entity)
+        .chain(event.user_id.iter().map(Target::User))
+        .collect();
+    // Only an event with two targets can reach a connection twice.
+    let mut seen: Option<HashSet<ConnectionId>> = (targets.len() > 1).then(HashSet::new);
     let mut outcome = RecordOutcome::default();
     let mut gone = Vec::new();
-    let mut after: Option<ConnectionId> = None;
-    loop {
-        let page = store
-            .subscribers(&event.entity_id, now, after.as_ref(), PAGE_SIZE)
-            .await?;
-        let mut results = stream::iter(page.connection_ids)
-            .map(|c| push_one(deps, c, payload))
-            .buffer_unordered(concurrency);
-        while let Some(result) = results.next().await {
-            match result {
-                Push::Delivered => outcome.delivered += 1,
-                Push::Gone(c) => gone.push(c),
-                Push::Refused => outcome.refused += 1,
-                Push::Failed => outcome.failed += 1,
+    for target in targets {
+        let mut after: Option<ConnectionId> = None;
+        loop {
+            let page = target.page(store, now, after.as_ref()).await?;
+            let fresh = page
+                .connection_ids
+                .into_iter()
+                .filter(|c| seen.as_mut().is_none_or(|s| s.insert(c.clone())));
+            let mut results = stream::iter(fresh)
+                .map(|c| push_one(deps, c, payload))
+                .buffer_unordered(concurrency);
+            while let Some(result) = results.next().await {
+                match result {
+                    Push::Delivered => outcome.delivered += 1,
+                    Push::Gone(c) => gone.push(c),
+                    Push::Refused => outcome.refused += 1,
+                    Push::Failed => outcome.failed += 1,
+                }
             }
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
     }
     outcome.gone = gone.len();
-    let deletions = stream::iter(gone)
+    stream::iter(gone)
         .map(|c| async move { (store.delete_connection(&c).await, c) })
-        .buffer_unordered(concurrency);
-    deletions
+        .buffer_unordered(concurrency)
         .for_each(|(result, c)| async move {
             if let Err(e) = result {
                 // TTL removes it later; the push loop already skipped it.
@@ -181,7 +219,8 @@ async fn handle_record(
     tracing::info!(
         message_id = record.message_id.as_deref().unwrap_or("-"),
         event_id = %event.id,
-        entity_id = %event.entity_id,
+        entity_id = event.entity_id.as_ref().map_or("-", |e| e.as_str()),
+        user_id = event.user_id.as_ref().map_or("-", |u| u.as_str()),
         delivered = outcome.delivered,
         gone = outcome.gone,
         refused = outcome.refused,

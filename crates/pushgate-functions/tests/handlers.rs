@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::sqs::SqsEvent;
 use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
-use pushgate_domain::{Config, ConnectionId, EntityId};
+use pushgate_domain::{AuthMode, Config, ConnectionId, EntityId, Secret};
 use pushgate_functions::notifier::RetryPolicy;
 use pushgate_functions::{
     connect, default_route, disconnect, notifier, subscribe, unsubscribe, Clock, Deps, NotifierDeps,
@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 /// `requestContext.connectedAt` of the sample events.
 const NOW_MS: i64 = 1_795_341_600_000;
 const SAMPLE_CONNECTION: &str = "Vq2FSfPqIAMCJ1g=";
+const KEY: &str = "handler-test-signing-key-0123456789";
 
 fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -41,9 +42,14 @@ fn message(route: &str, connection: &str, body: &str) -> ApiGatewayWebsocketProx
     event
 }
 
+/// Deps on an in-memory store, anonymous connections allowed, a signing
+/// key configured (tokens are verified when sent).
 fn setup() -> (Arc<MemoryStore>, Deps) {
     let store = Arc::new(MemoryStore::new());
-    let mut deps = Deps::new(store.clone(), Config::new("test-table"));
+    let mut config = Config::new("test-table");
+    config.auth_mode = AuthMode::Anonymous;
+    config.jwt_secret = Some(Secret::new(KEY));
+    let mut deps = Deps::new(store.clone(), config);
     deps.clock = Clock::fixed(NOW_MS);
     (store, deps)
 }
@@ -99,6 +105,7 @@ async fn connect_sample_stores_the_connection_and_picks_the_subprotocol() {
             user_agent: stored[0].user_agent.clone(),
             connected_at_ms: NOW_MS,
             expires_at: NOW_MS / 1000 + 7500,
+            scope: None,
         }]
     );
     assert!(stored[0]
@@ -596,6 +603,7 @@ async fn notifier_fans_out_across_pages_with_bounded_concurrency() {
                 user_agent: None,
                 connected_at_ms: NOW_MS,
                 expires_at: NOW_MS / 1000 + 60,
+                scope: None,
             })
             .await
             .unwrap();

@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
+use pushgate_domain::auth::Scope;
 use pushgate_domain::record::{
     connection_pk, is_live, subscription_sk, CONNECTION_SK, SUBSCRIPTION_SK_PREFIX,
 };
@@ -26,6 +27,8 @@ use crate::{ConnectionStore, StoreError, SubscriberPage};
 
 /// Name of the index from an entity to its subscribers.
 pub const BY_ENTITY_INDEX: &str = "byEntity";
+/// Name of the (sparse) index from a user to their connections.
+pub const BY_USER_INDEX: &str = "byUser";
 /// Items per BatchWriteItem call (DynamoDB's maximum).
 const BATCH_SIZE: usize = 25;
 /// BatchWriteItem attempts before unprocessed items are an error.
@@ -92,7 +95,7 @@ fn malformed(e: pushgate_domain::IdError) -> StoreError {
     StoreError::Malformed(e.to_string())
 }
 
-fn connection_item(r: &ConnectionRecord) -> Item {
+fn connection_item(r: &ConnectionRecord) -> Result<Item, StoreError> {
     let mut item = Item::from([
         ("pk".into(), s(connection_pk(&r.connection_id))),
         ("sk".into(), s(CONNECTION_SK)),
@@ -109,7 +112,12 @@ fn connection_item(r: &ConnectionRecord) -> Item {
     if let Some(ua) = &r.user_agent {
         item.insert("userAgent".into(), s(ua));
     }
-    item
+    if let Some(scope) = &r.scope {
+        let json = serde_json::to_string(scope)
+            .map_err(|e| StoreError::Malformed(format!("scope: {e}")))?;
+        item.insert("scope".into(), s(json));
+    }
+    Ok(item)
 }
 
 fn connection_from_item(item: &Item) -> Result<ConnectionRecord, StoreError> {
@@ -123,6 +131,10 @@ fn connection_from_item(item: &Item) -> Result<ConnectionRecord, StoreError> {
         user_agent: opt_s(item, "userAgent"),
         connected_at_ms: get_n(item, "connectedAt")?,
         expires_at: get_n(item, "expiresAt")?,
+        scope: opt_s(item, "scope")
+            .map(|json| serde_json::from_str::<Scope>(&json))
+            .transpose()
+            .map_err(|e| StoreError::Malformed(format!("scope: {e}")))?,
     })
 }
 
@@ -168,19 +180,21 @@ impl DynamoDbStore {
                 .key_type(kind)
                 .build()
         };
-        let index = built(
-            GlobalSecondaryIndex::builder()
-                .index_name(BY_ENTITY_INDEX)
-                .key_schema(built(key("entityId", KeyType::Hash))?)
-                .key_schema(built(key("connectionId", KeyType::Range))?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::Include)
-                        .non_key_attributes("expiresAt")
-                        .build(),
-                )
-                .build(),
-        )?;
+        let index = |name: &str, hash: &str| {
+            built(
+                GlobalSecondaryIndex::builder()
+                    .index_name(name)
+                    .key_schema(built(key(hash, KeyType::Hash))?)
+                    .key_schema(built(key("connectionId", KeyType::Range))?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("expiresAt")
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
         self.client
             .create_table()
             .table_name(&self.table)
@@ -189,9 +203,11 @@ impl DynamoDbStore {
             .attribute_definitions(built(attr("sk"))?)
             .attribute_definitions(built(attr("entityId"))?)
             .attribute_definitions(built(attr("connectionId"))?)
+            .attribute_definitions(built(attr("userId"))?)
             .key_schema(built(key("pk", KeyType::Hash))?)
             .key_schema(built(key("sk", KeyType::Range))?)
-            .global_secondary_indexes(index)
+            .global_secondary_indexes(index(BY_ENTITY_INDEX, "entityId")?)
+            .global_secondary_indexes(index(BY_USER_INDEX, "userId")?)
             .send()
             .await
             .map_err(sdk_error("CreateTable"))?;
@@ -269,6 +285,47 @@ impl DynamoDbStore {
         }
     }
 
+    /// One page of live connection ids from `index` where `hash` = `value`.
+    async fn index_page(
+        &self,
+        index: &str,
+        hash: &str,
+        value: &str,
+        now: i64,
+        start: Option<Item>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#h = :v")
+            .filter_expression("expiresAt > :now")
+            .expression_attribute_names("#h", hash)
+            .expression_attribute_values(":v", s(value))
+            .expression_attribute_values(":now", n(now))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk_error("Query"))?;
+        let connection_ids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed))
+            .collect::<Result<_, _>>()?;
+        let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => Some(ConnectionId::new(get_s(&key, "connectionId")?).map_err(malformed)?),
+            None => None,
+        };
+        Ok(SubscriberPage {
+            connection_ids,
+            next,
+        })
+    }
+
     /// Deletes `keys` with BatchWriteItem, 25 at a time, retrying unprocessed
     /// items with exponential backoff.
     async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
@@ -321,7 +378,7 @@ impl ConnectionStore for DynamoDbStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(connection_item(record)))
+            .set_item(Some(connection_item(record)?))
             .send()
             .await
             .map_err(sdk_error("PutItem"))?;
@@ -462,33 +519,33 @@ impl ConnectionStore for DynamoDbStore {
                 ("sk".into(), s(subscription_sk(entity_id))),
             ])
         });
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_ENTITY_INDEX)
-            .key_condition_expression("entityId = :e")
-            .filter_expression("expiresAt > :now")
-            .expression_attribute_values(":e", s(entity_id.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-            .set_exclusive_start_key(start)
-            .send()
+        self.index_page(
+            BY_ENTITY_INDEX,
+            "entityId",
+            entity_id.as_str(),
+            now,
+            start,
+            limit,
+        )
+        .await
+    }
+
+    async fn user_connections(
+        &self,
+        user_id: &UserId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        let start = after.map(|c| {
+            Item::from([
+                ("userId".into(), s(user_id.as_str())),
+                ("connectionId".into(), s(c.as_str())),
+                ("pk".into(), s(connection_pk(c))),
+                ("sk".into(), s(CONNECTION_SK)),
+            ])
+        });
+        self.index_page(BY_USER_INDEX, "userId", user_id.as_str(), now, start, limit)
             .await
-            .map_err(sdk_error("Query"))?;
-        let connection_ids = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed))
-            .collect::<Result<_, _>>()?;
-        let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
-            Some(key) => Some(ConnectionId::new(get_s(&key, "connectionId")?).map_err(malformed)?),
-            None => None,
-        };
-        Ok(SubscriberPage {
-            connection_ids,
-            next,
-        })
     }
 }

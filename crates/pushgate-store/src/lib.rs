@@ -4,7 +4,7 @@
 //!
 //! - [`ConnectionStore`]: the port every function talks to.
 //! - [`DynamoDbStore`] (`dynamodb.rs`): the single-table adapter on
-//!   `aws-sdk-dynamodb`, with the `byEntity` index and TTL.
+//!   `aws-sdk-dynamodb`, with the `byEntity` and `byUser` indexes and TTL.
 //! - [`MemoryStore`] (`memory.rs`): the embedded adapter used by the local
 //!   emulator and by tests that need no server.
 //!
@@ -14,12 +14,12 @@
 //! only lazily.
 
 use async_trait::async_trait;
-use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord};
+use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
 
 mod dynamodb;
 mod memory;
 
-pub use dynamodb::{DynamoDbStore, BY_ENTITY_INDEX};
+pub use dynamodb::{DynamoDbStore, BY_ENTITY_INDEX, BY_USER_INDEX};
 pub use memory::MemoryStore;
 
 /// Boxed error from the DynamoDB SDK, kept as the source of a [`StoreError`].
@@ -61,7 +61,7 @@ pub enum StoreError {
     Malformed(String),
 }
 
-/// One page of an entity's subscribers.
+/// One page of an entity's subscribers or of a user's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubscriberPage {
     /// Live subscribers on this page (may be empty while `next` is set).
@@ -116,6 +116,16 @@ pub trait ConnectionStore: Send + Sync {
     async fn subscribers(
         &self,
         entity_id: &EntityId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError>;
+
+    /// One page of at most `limit` live connections of `user_id` (the
+    /// `byUser` index), in connection id order, starting after `after`.
+    async fn user_connections(
+        &self,
+        user_id: &UserId,
         now: i64,
         after: Option<&ConnectionId>,
         limit: usize,

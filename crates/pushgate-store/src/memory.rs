@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use pushgate_domain::record::is_live;
-use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord};
+use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
 
 use crate::{ConnectionStore, StoreError, SubscriberPage};
 
@@ -58,6 +58,35 @@ impl ConnectionStore for MemoryStore {
             .connections
             .insert(record.connection_id.clone(), record.clone());
         Ok(())
+    }
+
+    async fn user_connections(
+        &self,
+        user_id: &UserId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        // The byUser index, derived on read: the embedded store is small.
+        let state = self.lock();
+        let mut matching: Vec<&ConnectionRecord> = state
+            .connections
+            .values()
+            .filter(|c| c.user_id.as_ref() == Some(user_id))
+            .filter(|c| after.is_none_or(|a| c.connection_id > *a))
+            .collect();
+        matching.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        let limit = limit.max(1);
+        let next = (matching.len() > limit).then(|| matching[limit - 1].connection_id.clone());
+        Ok(SubscriberPage {
+            connection_ids: matching
+                .into_iter()
+                .take(limit)
+                .filter(|c| is_live(c.expires_at, now))
+                .map(|c| c.connection_id.clone())
+                .collect(),
+            next,
+        })
     }
 
     async fn connection(

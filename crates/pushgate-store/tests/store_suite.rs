@@ -7,6 +7,7 @@
 
 mod support;
 
+use pushgate_domain::auth::{Grant, Role, Scope};
 use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
 use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
 
@@ -29,6 +30,38 @@ fn connection(id: &str, expires_at: i64) -> ConnectionRecord {
         user_agent: Some("Mozilla/5.0".into()),
         connected_at_ms: NOW * 1000,
         expires_at,
+        scope: Some(Scope {
+            grants: vec![Grant {
+                role: Role::Subscribe,
+                entity: "artist:*".into(),
+            }],
+            expires_at: LATER,
+        }),
+    }
+}
+
+fn user_connection(id: &str, user: &str, expires_at: i64) -> ConnectionRecord {
+    ConnectionRecord {
+        user_id: Some(UserId::new(user).unwrap()),
+        scope: None,
+        ..connection(id, expires_at)
+    }
+}
+
+async fn all_user_connections(store: &dyn ConnectionStore, user: &str, page: usize) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let p = store
+            .user_connections(&UserId::new(user).unwrap(), NOW, after.as_ref(), page)
+            .await
+            .unwrap();
+        assert!(p.connection_ids.len() <= page);
+        all.extend(p.connection_ids.iter().map(|c| c.to_string()));
+        match p.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
     }
 }
 
@@ -201,6 +234,37 @@ async fn suite(store: &dyn ConnectionStore) {
         .await
         .contains(&"many".to_string()));
     assert_eq!(store.delete_connection(&cid("many")).await.unwrap(), 0);
+
+    // A user's live connections, page by page, from the byUser index.
+    for (id, user, expires) in [
+        ("u-bob-1", "bob", LATER),
+        ("u-bob-2", "bob", LATER),
+        ("u-bob-old", "bob", NOW - 1),
+        ("u-bob-3", "bob", LATER),
+        ("u-carol-1", "carol", LATER),
+    ] {
+        store
+            .put_connection(&user_connection(id, user, expires))
+            .await
+            .unwrap();
+    }
+    for page in [1, 2, 10] {
+        assert_eq!(
+            all_user_connections(store, "bob", page).await,
+            vec!["u-bob-1", "u-bob-2", "u-bob-3"],
+            "page size {page}"
+        );
+    }
+    assert_eq!(
+        all_user_connections(store, "carol", 10).await,
+        vec!["u-carol-1"]
+    );
+    assert!(all_user_connections(store, "nobody", 10).await.is_empty());
+    store.delete_connection(&cid("u-bob-2")).await.unwrap();
+    assert_eq!(
+        all_user_connections(store, "bob", 10).await,
+        vec!["u-bob-1", "u-bob-3"]
+    );
 }
 
 #[tokio::test]
