@@ -149,8 +149,8 @@ impl TokenVerifier {
     /// A verifier for HS256 tokens signed with `secret`.
     pub fn hs256(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
+        // `exp` is checked in `verify` against the caller's clock.
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             key: DecodingKey::from_secret(secret),
@@ -158,8 +158,9 @@ impl TokenVerifier {
         }
     }
 
-    /// Verifies `token` and checks its claims are usable.
-    pub fn verify(&self, token: &str) -> Result<(UserId, Claims), AuthError> {
+    /// Verifies `token` at `now` (epoch seconds) and checks its claims are
+    /// usable.
+    pub fn verify(&self, token: &str, now: i64) -> Result<(UserId, Claims), AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed(format!(
                 "longer than {MAX_TOKEN_BYTES} bytes"
@@ -183,6 +184,9 @@ impl TokenVerifier {
             },
         )?;
         let claims = data.claims;
+        if claims.exp + i64::try_from(LEEWAY_SECS).unwrap_or(0) <= now {
+            return Err(AuthError::Expired);
+        }
         let user = UserId::new(claims.sub.as_str())
             .map_err(|e| AuthError::BadScope(format!("sub: {e}")))?;
         if claims.grants.is_empty() {
@@ -322,7 +326,7 @@ mod tests {
             now() + 600,
             vec![grant(Role::Subscribe, "artist:*")],
         );
-        let (user, c) = v.verify(&mint(KEY, &good).unwrap()).unwrap();
+        let (user, c) = v.verify(&mint(KEY, &good).unwrap(), now()).unwrap();
         assert_eq!((user.as_str(), c), ("alice", good.clone()));
 
         let expired = mint(KEY, &claims("alice", now() - 120, good.grants.clone())).unwrap();
@@ -364,7 +368,7 @@ mod tests {
         .unwrap();
         let bad_sub = mint(KEY, &claims("", now() + 600, good.grants.clone())).unwrap();
 
-        assert!(v.verify(&skewed).is_ok(), "within the clock skew");
+        assert!(v.verify(&skewed, now()).is_ok(), "within the clock skew");
         let cases: Vec<(&str, String, &str, u16)> = vec![
             ("garbage", "not-a-jwt".into(), "malformed", 401),
             ("two parts", "a.b".into(), "malformed", 401),
@@ -379,7 +383,7 @@ mod tests {
             ("bad sub", bad_sub, "bad_scope", 403),
         ];
         for (name, token, kind, status) in cases {
-            let err = v.verify(&token).expect_err(name);
+            let err = v.verify(&token, now()).expect_err(name);
             assert_eq!((err.kind(), err.status()), (kind, status), "{name}: {err}");
             assert!(
                 !err.to_string().contains(&token),

@@ -96,7 +96,7 @@ fn authenticate(
         .filter(|t| !t.is_empty());
     match (token, &deps.verifier) {
         (Some(token), Some(verifier)) => {
-            let (user, claims) = verifier.verify(token)?;
+            let (user, claims) = verifier.verify(token, deps.clock.now_secs())?;
             Ok((
                 Some(user),
                 Some(Scope {

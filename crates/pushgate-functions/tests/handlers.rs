@@ -5,84 +5,19 @@
 // Test code: a panic is how a failed expectation is reported.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
-use pushgate_domain::{AuthMode, Config, ConnectionId, EntityId, Secret};
-use pushgate_functions::notifier::RetryPolicy;
-use pushgate_functions::{
-    connect, default_route, disconnect, notifier, subscribe, unsubscribe, Clock, Deps, NotifierDeps,
-};
-use pushgate_push::{PushError, Pusher};
-use pushgate_store::{ConnectionStore, MemoryStore};
+use pushgate_functions::{connect, default_route, disconnect, notifier, subscribe, unsubscribe};
+use pushgate_store::ConnectionStore;
 use serde_json::{json, Value};
-
-/// `requestContext.connectedAt` of the sample events.
-const NOW_MS: i64 = 1_795_341_600_000;
-const SAMPLE_CONNECTION: &str = "Vq2FSfPqIAMCJ1g=";
-const KEY: &str = "handler-test-signing-key-0123456789";
-
-fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn message(route: &str, connection: &str, body: &str) -> ApiGatewayWebsocketProxyRequest {
-    let mut event: ApiGatewayWebsocketProxyRequest = sample("subscribe.json");
-    event.request_context.route_key = Some(route.into());
-    event.request_context.connection_id = Some(connection.into());
-    event.body = Some(body.into());
-    event
-}
-
-/// Deps on an in-memory store, anonymous connections allowed, a signing
-/// key configured (tokens are verified when sent).
-fn setup() -> (Arc<MemoryStore>, Deps) {
-    let store = Arc::new(MemoryStore::new());
-    let mut config = Config::new("test-table");
-    config.auth_mode = AuthMode::Anonymous;
-    config.jwt_secret = Some(Secret::new(KEY));
-    let mut deps = Deps::new(store.clone(), config);
-    deps.clock = Clock::fixed(NOW_MS);
-    (store, deps)
-}
-
-fn body(response: &ApiGatewayProxyResponse) -> Value {
-    match &response.body {
-        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
-        other => panic!("expected a text body, got {other:?}"),
-    }
-}
-
-fn cid(s: &str) -> ConnectionId {
-    ConnectionId::new(s).unwrap()
-}
-
-fn eid(s: &str) -> EntityId {
-    EntityId::new(s).unwrap()
-}
-
-async fn connected(deps: &Deps, id: &str) {
-    let mut event: ApiGatewayWebsocketProxyRequest = sample("connect.json");
-    event.request_context.connection_id = Some(id.into());
-    let response = connect::handle(deps, event).await.unwrap();
-    assert_eq!(response.status_code, 200);
-}
-
-async fn subscribed(deps: &Deps, id: &str, entity: &str) {
-    let body_text = json!({"action": "subscribe", "entityId": entity}).to_string();
-    let response = subscribe::handle(deps, message("subscribe", id, &body_text))
-        .await
-        .unwrap();
-    assert_eq!(body(&response)["type"], "subscribed", "{id} → {entity}");
-}
+use support::*;
 
 #[tokio::test]
 async fn connect_sample_stores_the_connection_and_picks_the_subprotocol() {
@@ -332,113 +267,6 @@ async fn handlers_refuse_events_without_a_connection_id() {
         err,
         pushgate_functions::FunctionError::MissingConnectionId
     ));
-}
-
-/// A PostToConnection stand-in: records payloads and answers with scripted
-/// statuses per connection (consumed in order, then 200).
-#[derive(Default)]
-struct ScriptedPusher {
-    script: Mutex<HashMap<String, Vec<u16>>>,
-    always: Mutex<HashMap<String, u16>>,
-    delivered: Mutex<Vec<(String, Value)>>,
-    attempts: AtomicUsize,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    delay: Duration,
-}
-
-impl ScriptedPusher {
-    fn answer(&self, connection: &str, statuses: &[u16]) {
-        self.script
-            .lock()
-            .unwrap()
-            .insert(connection.into(), statuses.to_vec());
-    }
-    fn always(&self, connection: &str, status: u16) {
-        self.always
-            .lock()
-            .unwrap()
-            .insert(connection.into(), status);
-    }
-    fn delivered_to(&self) -> Vec<String> {
-        let mut to: Vec<String> = self
-            .delivered
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(c, _)| c.clone())
-            .collect();
-        to.sort();
-        to
-    }
-}
-
-#[async_trait]
-impl Pusher for ScriptedPusher {
-    async fn post(&self, connection_id: &str, payload: &[u8]) -> Result<(), PushError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let scripted = {
-            let mut script = self.script.lock().unwrap();
-            script
-                .get_mut(connection_id)
-                .and_then(|s| (!s.is_empty()).then(|| s.remove(0)))
-        };
-        let status = scripted
-            .or_else(|| self.always.lock().unwrap().get(connection_id).copied())
-            .unwrap_or(200);
-        if status == 200 {
-            let value = serde_json::from_slice(payload).expect("payload is JSON");
-            self.delivered
-                .lock()
-                .unwrap()
-                .push((connection_id.into(), value));
-            return Ok(());
-        }
-        Err(PushError::from_status(
-            status,
-            format!("scripted {status}").into(),
-        ))
-    }
-}
-
-fn notifier_deps(deps: &Deps, pusher: Arc<ScriptedPusher>) -> NotifierDeps {
-    NotifierDeps {
-        deps: deps.clone(),
-        pusher,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-        },
-    }
-}
-
-fn sqs_event(bodies: &[(&str, String)]) -> SqsEvent {
-    let mut event: SqsEvent = sample("notifier.json");
-    let template = event.records[0].clone();
-    event.records = bodies
-        .iter()
-        .map(|(id, body)| {
-            let mut r = template.clone();
-            r.message_id = Some((*id).into());
-            r.body = Some(body.clone());
-            r
-        })
-        .collect();
-    event
-}
-
-fn eventbridge(id: &str, entity: &str, message: Value) -> String {
-    json!({"version": "0", "id": id, "detail-type": "Entity Updated", "source": "pushgate",
-        "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-        "resources": [], "detail": {"entityId": entity, "message": message}})
-    .to_string()
 }
 
 #[tokio::test]
