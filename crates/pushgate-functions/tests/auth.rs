@@ -412,3 +412,25 @@ async fn a_user_targeted_notification_reaches_every_tab_of_that_user_only() {
     assert_eq!(got["id"], "ev-user");
     let _ = UserId::new("alice").unwrap();
 }
+
+#[tokio::test]
+async fn publish_sample_fans_out_for_a_connection_with_a_publish_grant() {
+    let (store, deps) = token_mode();
+    let pusher = Arc::new(ScriptedPusher::default());
+    let nd = notifier_deps(&deps, pusher.clone());
+    let t = token("alice", NOW + 600, &[(Role::SubscribePublish, "artist:*")]);
+    connect_with(&deps, SAMPLE_CONNECTION, &t).await;
+    connect_with(&deps, "listener", &t).await;
+    send(
+        &deps,
+        "subscribe",
+        "listener",
+        json!({"action":"subscribe","entityId":"artist:ed-sheeran"}),
+    )
+    .await;
+    let reply = body(&publish::handle(&nd, sample("publish.json")).await.unwrap());
+    assert_eq!(reply["type"], "published", "{reply}");
+    assert_eq!(reply["id"], "Vq2FXcPqoAMCJ1g=");
+    assert_eq!(pusher.delivered_to(), vec!["listener"]);
+    assert_eq!(store.all_subscriptions().len(), 1);
+}
