@@ -1,0 +1,209 @@
+//! DynamoDB requests per operation. An SDK interceptor counts every request
+//! the real `DynamoDbStore` sends (retries included) to a moto server on
+//! 127.0.0.1, per API operation; the table prints them beside the minimum
+//! the single-table design allows.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
+use pushgate_domain::{ConnectionId, EntityId};
+use pushgate_store::{ConnectionStore, DynamoDbStore};
+
+/// Counts requests per operation name.
+#[derive(Debug, Clone, Default)]
+struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl Counter {
+    fn take(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg
+            .load::<Metadata>()
+            .map_or("unknown".to_owned(), |m| m.name().to_owned());
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Result<(Moto, String), Box<dyn std::error::Error>> {
+    let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {program} ({e}); run scripts/test once to install it into .venv, then put .venv/bin on PATH"))?;
+    let moto = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("moto_server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((moto, format!("http://127.0.0.1:{port}")))
+}
+
+fn fmt(counts: &BTreeMap<String, usize>) -> String {
+    counts
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// Runs the count and prints a Markdown table.
+pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let (_moto, endpoint) = start_moto()?;
+    let counter = Counter::default();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
+        .interceptor(counter.clone())
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "bench");
+    store.create_table_if_missing().await?;
+    counter.take();
+
+    let now = 1_795_341_600;
+    let cid = |s: &str| ConnectionId::new(s);
+    let eid = |s: &str| EntityId::new(s);
+    let conn = |id: &str| -> Result<ConnectionRecord, pushgate_domain::IdError> {
+        Ok(ConnectionRecord {
+            connection_id: cid(id)?,
+            user_id: None,
+            source_ip: None,
+            user_agent: None,
+            connected_at_ms: now * 1000,
+            expires_at: now + 7500,
+            scope: None,
+        })
+    };
+    let sub = |id: &str, e: &str| -> Result<SubscriptionRecord, pushgate_domain::IdError> {
+        Ok(SubscriptionRecord {
+            connection_id: cid(id)?,
+            entity_id: eid(e)?,
+            subscribed_at_ms: now * 1000,
+            expires_at: now + 7500,
+        })
+    };
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // connect: one PutItem.
+    store.put_connection(&conn("c0")?).await?;
+    rows.push(("connect".into(), fmt(&counter.take()), "1 PutItem".into()));
+
+    // subscribe, as the subscribe function does it: read the connection's
+    // scope, then the capped conditional transaction.
+    store.connection(&cid("c0")?, now).await?;
+    store.subscribe(&sub("c0", "e:0")?, now, 100).await?;
+    rows.push((
+        "subscribe".into(),
+        fmt(&counter.take()),
+        "1 TransactWriteItems (ConditionCheck + Put)".into(),
+    ));
+
+    store.unsubscribe(&cid("c0")?, &eid("e:0")?).await?;
+    rows.push((
+        "unsubscribe".into(),
+        fmt(&counter.take()),
+        "1 DeleteItem".into(),
+    ));
+
+    for k in [0usize, 10, 100] {
+        store.put_connection(&conn("d")?).await?;
+        for i in 0..k {
+            store
+                .subscribe(&sub("d", &format!("e:{i}"))?, now, 1000)
+                .await?;
+        }
+        counter.take();
+        store.delete_connection(&cid("d")?).await?;
+        rows.push((
+            format!("disconnect, {k} subscriptions"),
+            fmt(&counter.take()),
+            format!("1 Query + {} BatchWriteItem", (k + 1).div_ceil(25)),
+        ));
+    }
+
+    for n in [1usize, 100, 2500] {
+        let entity = eid(&format!("fan:{n}"))?;
+        for i in 0..n {
+            let id = format!("f{n}-{i:05}");
+            store.put_connection(&conn(&id)?).await?;
+            store
+                .subscribe(&sub(&id, entity.as_str())?, now, 1000)
+                .await?;
+        }
+        counter.take();
+        let mut after = None;
+        let mut seen = 0;
+        loop {
+            let page = store
+                .subscribers(&entity, now, after.as_ref(), 1000)
+                .await?;
+            seen += page.connection_ids.len();
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, n, "every subscriber read");
+        rows.push((
+            format!("notify {n} subscribers (read)"),
+            fmt(&counter.take()),
+            format!(
+                "{} Query (1 MB / 1000 items per page)",
+                n.div_ceil(1000).max(1)
+            ),
+        ));
+    }
+
+    println!("| operation | DynamoDB requests (measured) | design minimum |");
+    println!("|---|---|---|");
+    for (op, got, min) in rows {
+        println!("| {op} | {got} | {min} |");
+    }
+    Ok(())
+}

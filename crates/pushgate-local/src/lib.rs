@@ -1,0 +1,244 @@
+//! pushgate's local emulator: one process on 127.0.0.1 that stands in for
+//! API Gateway (the WebSocket endpoint and the `@connections` Management
+//! API), EventBridge (PutEvents) and SQS (batches, retries, a DLQ), running
+//! pushgate's own handler functions in-process against an embedded store or
+//! a DynamoDB endpoint. The notifier pushes through the real
+//! `aws-sdk-apigatewaymanagement` client pointed at the emulator itself, so
+//! notifications travel over HTTP as they do in AWS.
+//!
+//! # Layout
+//!
+//! - [`settings`]: what the emulator is told at start.
+//! - [`apigw`]: API Gateway's ids, time formats, events and `REPORT` lines.
+//! - [`websocket`]: the WebSocket endpoint and its sessions.
+//! - [`management`]: the `@connections` API.
+//! - [`eventbridge`]: PutEvents and the rule.
+//! - [`sqs`]: the queue, its event source mapping and the DLQ.
+//! - [`console`]: the demo page, status and DLQ listing.
+//! - [`state`]: what every handler shares.
+//! - This file: [`app`] (the router, testable without a socket),
+//!   [`Emulator`] and [`serve`] (a listener and a shutdown future in).
+//! - `src/main.rs`: the command line; `static/index.html`: the demo page.
+
+pub mod apigw;
+pub mod console;
+pub mod eventbridge;
+pub mod management;
+pub mod settings;
+pub mod sqs;
+pub mod state;
+pub mod websocket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use axum::routing::{get, post};
+use axum::Router;
+use pushgate_domain::auth::TokenVerifier;
+use pushgate_functions::notifier::RetryPolicy;
+use pushgate_functions::{Deps, NotifierDeps};
+use pushgate_push::ManagementApiPusher;
+use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use settings::{QueueSettings, Settings, StoreSettings};
+pub use state::AppState;
+
+/// How long shutdown waits for open sessions to run `$disconnect`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the emulator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener has no local address.
+    #[error("the listener has no local address")]
+    Address(#[source] std::io::Error),
+    /// The DynamoDB table could not be created or checked.
+    #[error("the DynamoDB table could not be prepared")]
+    Store(#[from] StoreError),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
+}
+
+/// Dummy credentials for clients that talk only to local endpoints.
+fn local_credentials() -> aws_sdk_dynamodb::config::Credentials {
+    aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "pushgate-local")
+}
+
+async fn store(
+    settings: &Settings,
+) -> Result<(Arc<dyn ConnectionStore>, Option<Arc<MemoryStore>>), ServeError> {
+    match &settings.store {
+        StoreSettings::Memory => {
+            let memory = Arc::new(MemoryStore::new());
+            Ok((memory.clone(), Some(memory)))
+        }
+        StoreSettings::DynamoDb { endpoint, table } => {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(endpoint) = endpoint {
+                loader = loader.endpoint_url(endpoint);
+                if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                    loader = loader.credentials_provider(local_credentials());
+                }
+            }
+            let mut sdk = loader.load().await;
+            if sdk.region().is_none() {
+                sdk = sdk
+                    .into_builder()
+                    .region(aws_config::Region::new(settings.region.clone()))
+                    .build();
+            }
+            let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+            store.create_table_if_missing().await?;
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// Builds the shared state for an emulator reachable at `base_url`
+/// (`http://127.0.0.1:PORT`): the store, the functions' dependencies and
+/// the notifier's pusher pointed at `{base_url}/{stage}`.
+pub async fn build_state(settings: Settings, base_url: String) -> Result<AppState, ServeError> {
+    let (store, memory) = store(&settings).await?;
+    let mut deps = Deps::new(store, settings.functions.clone());
+    if deps.verifier.is_none() {
+        if let Some(secret) = &settings.functions.jwt_secret {
+            deps.verifier = Some(TokenVerifier::hs256(secret.expose().as_bytes()));
+        }
+    }
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(settings.region.clone()))
+        .credentials_provider(local_credentials())
+        .load()
+        .await;
+    let endpoint = format!("{base_url}/{}", settings.stage);
+    let notifier = NotifierDeps {
+        deps: deps.clone(),
+        pusher: Arc::new(ManagementApiPusher::new(&sdk, &endpoint)),
+        retry: RetryPolicy::default(),
+    };
+    Ok(AppState::new(settings, base_url, deps, notifier, memory))
+}
+
+/// The router: the WebSocket endpoint and the demo page, the `@connections`
+/// API, PutEvents and the console endpoints.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(websocket::root).post(eventbridge::put_events))
+        .route("/events", post(eventbridge::put_events))
+        .route("/_pushgate/status", get(console::status))
+        .route("/_pushgate/dlq", get(console::dlq))
+        .route(
+            "/@connections/{id}",
+            get(management::get_root)
+                .post(management::post_root)
+                .delete(management::delete_root),
+        )
+        .route("/{stage}", get(websocket::staged))
+        .route(
+            "/{stage}/@connections/{id}",
+            get(management::get_staged)
+                .post(management::post_staged)
+                .delete(management::delete_staged),
+        )
+        .with_state(state)
+}
+
+/// An emulator bound to a listener, ready to run.
+pub struct Emulator {
+    state: AppState,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Emulator {
+    /// Prepares the store and the clients for an emulator on `listener`.
+    pub async fn new(settings: Settings, listener: TcpListener) -> Result<Self, ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::Address)?;
+        let state = build_state(settings, format!("http://{addr}")).await?;
+        Ok(Self {
+            state,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The start-up lines: each endpoint, named, one per line.
+    pub fn banner(&self) -> String {
+        let state = &self.state;
+        let s = state.settings();
+        let detail =
+            r#"{\"entityId\":\"artist:ed-sheeran\",\"message\":{\"tickets\":\"on sale\"}}"#;
+        format!(
+            "pushgate-local: WebSocket URL        {ws}\n\
+             pushgate-local: @connections URL     {conns}\n\
+             pushgate-local: PutEvents endpoint   {base}\n\
+             pushgate-local: demo page            {base}/\n\
+             pushgate-local: status               {base}/_pushgate/status (DLQ: {base}/_pushgate/dlq)\n\
+             pushgate-local: try:\n  \
+               wscat -c {ws}\n  \
+               > {{\"action\":\"subscribe\",\"entityId\":\"artist:ed-sheeran\"}}\n  \
+               AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws events put-events \
+             --endpoint-url {base} --region {region} \
+             --entries '[{{\"Source\":\"{source}\",\"DetailType\":\"{detail_type}\",\"Detail\":\"{detail}\"}}]'",
+            ws = state.websocket_url(),
+            conns = state.connections_url(),
+            base = state.base_url(),
+            region = s.region,
+            source = s.event_source,
+            detail_type = s.detail_type,
+        )
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection
+    /// (1001 Going away, with `$disconnect`) and stops the queue.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let state = self.state;
+        let (stop, stopped) = watch::channel(false);
+        let queue = Arc::clone(state.queue());
+        let notifier = state.notifier().clone();
+        let poller = tokio::spawn(async move { queue.run(notifier, stopped).await });
+        let sessions = Arc::clone(state.sessions());
+        let closing = Arc::clone(&sessions);
+        let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing every connection");
+                closing.close_all(1001, "Going away");
+            })
+            .await;
+        // Upgraded connections outlive the HTTP server; let them finish.
+        sessions.wait_finished(SHUTDOWN_GRACE).await;
+        let _ = stop.send(true);
+        let _ = poller.await;
+        result.map_err(ServeError::Http)
+    }
+}
+
+/// Runs an emulator on `listener` until `shutdown` completes.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Emulator::new(settings, listener).await?.run(shutdown).await
+}

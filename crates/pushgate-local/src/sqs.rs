@@ -1,0 +1,266 @@
+//! The SQS queue between the EventBridge rule and the notifier, with its
+//! event source mapping: batches of up to `batch_size` records gathered for
+//! at most `batch_window`; records the notifier lists in
+//! `batchItemFailures` become visible again after the visibility timeout;
+//! a record received `max_receive_count` times moves to the DLQ on its next
+//! receive, as SQS's redrive policy does.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use pushgate_domain::event::rfc3339;
+use pushgate_functions::{notifier, NotifierDeps};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::apigw::now_ms;
+use crate::settings::{QueueSettings, ACCOUNT_ID};
+
+struct Message {
+    id: String,
+    body: String,
+    sent_at_ms: i64,
+    first_receive_ms: Option<i64>,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt_handle: String,
+}
+
+/// A record that went to the DLQ, as `GET /_pushgate/dlq` lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The SQS message id.
+    pub message_id: String,
+    /// The record body: the whole EventBridge event.
+    pub body: String,
+    /// Times it was received before it moved.
+    pub receive_count: u32,
+    /// When it was sent to the queue (RFC 3339).
+    pub sent_at: String,
+    /// When it moved to the DLQ (RFC 3339).
+    pub moved_at: String,
+}
+
+/// How many records are where.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCounts {
+    /// Visible, waiting for the notifier.
+    pub visible: usize,
+    /// Received and not yet deleted (in the notifier or waiting out the
+    /// visibility timeout after a failure).
+    pub in_flight: usize,
+    /// In the DLQ.
+    pub dead_letters: usize,
+}
+
+#[derive(Default)]
+struct State {
+    messages: Vec<Message>,
+    dlq: Vec<DeadLetter>,
+}
+
+/// The queue and its DLQ.
+pub struct Queue {
+    settings: QueueSettings,
+    arn: String,
+    region: String,
+    state: Mutex<State>,
+    arrived: Notify,
+}
+
+impl Queue {
+    /// An empty queue named `name`.
+    pub fn new(settings: QueueSettings, region: &str, name: &str) -> Self {
+        Self {
+            settings,
+            arn: format!("arn:aws:sqs:{region}:{ACCOUNT_ID}:{name}"),
+            region: region.to_owned(),
+            state: Mutex::default(),
+            arrived: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// SendMessage: queues `body` and returns the message id.
+    pub fn send(&self, body: String) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.lock().messages.push(Message {
+            id: id.clone(),
+            body,
+            sent_at_ms: now_ms(),
+            first_receive_ms: None,
+            receive_count: 0,
+            visible_at: Instant::now(),
+            receipt_handle: String::new(),
+        });
+        self.arrived.notify_one();
+        id
+    }
+
+    /// The DLQ's records, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.lock().dlq.clone()
+    }
+
+    /// Counts of visible, in-flight and dead records.
+    pub fn counts(&self) -> QueueCounts {
+        let state = self.lock();
+        let now = Instant::now();
+        let visible = state
+            .messages
+            .iter()
+            .filter(|m| m.visible_at <= now)
+            .count();
+        QueueCounts {
+            visible,
+            in_flight: state.messages.len() - visible,
+            dead_letters: state.dlq.len(),
+        }
+    }
+
+    /// When the next record becomes visible (maybe already), if any.
+    fn next_visible(&self) -> Option<Instant> {
+        self.lock().messages.iter().map(|m| m.visible_at).min()
+    }
+
+    /// ReceiveMessage: up to `batch_size` visible records, each made
+    /// invisible for the visibility timeout. Records already received
+    /// `max_receive_count` times move to the DLQ instead.
+    fn receive(&self) -> SqsEvent {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let mut state = self.lock();
+        let State { messages, dlq } = &mut *state;
+        let mut records = Vec::new();
+        messages.retain_mut(|m| {
+            if m.visible_at > now || records.len() >= self.settings.batch_size {
+                return true;
+            }
+            if m.receive_count >= self.settings.max_receive_count {
+                tracing::warn!(
+                    message_id = %m.id,
+                    receive_count = m.receive_count,
+                    "record moved to the DLQ"
+                );
+                dlq.push(DeadLetter {
+                    message_id: m.id.clone(),
+                    body: std::mem::take(&mut m.body),
+                    receive_count: m.receive_count,
+                    sent_at: rfc3339(m.sent_at_ms.div_euclid(1000)),
+                    moved_at: rfc3339(now_ms.div_euclid(1000)),
+                });
+                return false;
+            }
+            m.receive_count += 1;
+            m.first_receive_ms.get_or_insert(now_ms);
+            m.visible_at = now + self.settings.visibility_timeout;
+            m.receipt_handle = uuid::Uuid::new_v4().to_string();
+            records.push(self.record(m));
+            true
+        });
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    // `SqsMessage` is `#[non_exhaustive]`.
+    #[allow(clippy::field_reassign_with_default)]
+    fn record(&self, m: &Message) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(m.id.clone());
+        record.receipt_handle = Some(m.receipt_handle.clone());
+        record.body = Some(m.body.clone());
+        record.attributes = HashMap::from([
+            (
+                "ApproximateReceiveCount".to_owned(),
+                m.receive_count.to_string(),
+            ),
+            ("SentTimestamp".to_owned(), m.sent_at_ms.to_string()),
+            ("SenderId".to_owned(), "AIDAEVENTBRIDGELOCAL".to_owned()),
+            (
+                "ApproximateFirstReceiveTimestamp".to_owned(),
+                m.first_receive_ms.unwrap_or(m.sent_at_ms).to_string(),
+            ),
+        ]);
+        record.event_source = Some("aws:sqs".to_owned());
+        record.event_source_arn = Some(self.arn.clone());
+        record.aws_region = Some(self.region.clone());
+        record
+    }
+
+    /// DeleteMessage for every record of a batch except the failed ones,
+    /// matched by receipt handle so a record redelivered meanwhile stays.
+    fn complete(&self, event: &SqsEvent, failed: &[String]) {
+        let done: Vec<&str> = event
+            .records
+            .iter()
+            .filter(|r| r.message_id.as_ref().is_some_and(|id| !failed.contains(id)))
+            .filter_map(|r| r.receipt_handle.as_deref())
+            .collect();
+        self.lock()
+            .messages
+            .retain(|m| !done.contains(&m.receipt_handle.as_str()));
+    }
+
+    /// The event source mapping: feeds batches to the notifier until
+    /// `stop` turns true.
+    pub async fn run(&self, deps: NotifierDeps, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.next_visible() {
+                None => {
+                    tokio::select! {
+                        () = self.arrived.notified() => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+                Some(at) if at > Instant::now() => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = self.arrived.notified() => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if self.counts().visible < self.settings.batch_size {
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.batch_window) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            let event = self.receive();
+            if event.records.is_empty() {
+                continue;
+            }
+            let size = event.records.len();
+            let started = Instant::now();
+            let response = notifier::handle(&deps, event.clone()).await;
+            let failed: Vec<String> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect();
+            tracing::info!(
+                function = "notifier",
+                route = "sqs",
+                records = size,
+                failed = failed.len(),
+                duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                "REPORT"
+            );
+            self.complete(&event, &failed);
+        }
+    }
+}
