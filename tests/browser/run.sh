@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The browser test: drives the emulator's demo page in Debian's chromium
+# through playwright-core (which never downloads a browser of its own).
+#
+# Self-sufficient and idempotent on a fresh machine (run as root):
+#   1. installs Debian's chromium when /usr/bin/chromium is missing;
+#   2. installs the pinned npm packages into tests/browser/node_modules when
+#      package-lock.json changed since the last install (npm ci);
+#   3. builds target/debug/pushgate-local when it is missing;
+#   4. starts the emulator on a free port on 127.0.0.1 and always stops it
+#      (by PID) on exit;
+#   5. runs the test (node --test), which prints "N passed, N failed".
+#
+# Run from anywhere; scripts/test runs it from the repository root.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+say() { printf 'browser test: %s\n' "$*"; }
+
+# 1. chromium -----------------------------------------------------------------
+chromium=/usr/bin/chromium
+if [ ! -x "$chromium" ]; then
+  say "installing Debian's chromium (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+if [ ! -x "$chromium" ]; then
+  say "no $chromium after apt-get install chromium" >&2
+  exit 1
+fi
+
+# 2. npm packages (playwright-core, pinned in package-lock.json) --------------
+stamp="$here/node_modules/.pushgate-lock.sha256"
+want="$(sha256sum "$here/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -d "$here/node_modules/playwright-core" ]; then
+  say "npm ci (playwright-core; no browser download)"
+  (
+    cd "$here"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+  )
+  echo "$want" >"$stamp"
+fi
+
+# 3. the emulator binary --------------------------------------------------------
+emulator="${CARGO_TARGET_DIR:-$root/target}/debug/pushgate-local"
+if [ ! -x "$emulator" ]; then
+  say "building the emulator (cargo build --workspace --all-targets)"
+  cargo build --workspace --all-targets
+fi
+
+# 4. start the emulator on a free port, always stop it ------------------------
+work="$(mktemp -d "${TMPDIR:-/tmp}/pushgate-browser.XXXXXX")"
+emulator_pid=""
+cleanup() {
+  local status=$?
+  if [ -n "$emulator_pid" ] && kill -0 "$emulator_pid" 2>/dev/null; then
+    kill "$emulator_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$emulator_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$emulator_pid" 2>/dev/null || true
+    wait "$emulator_pid" 2>/dev/null || true
+  fi
+  if [ "$status" -ne 0 ]; then
+    if [ -s "$work/emulator.err" ]; then
+      say "emulator log (last 40 lines of $work/emulator.err):"
+      tail -n 40 "$work/emulator.err" | sed 's/^/  /'
+    fi
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+RUST_LOG="${RUST_LOG:-info}" "$emulator" --port 0 >"$work/emulator.out" 2>"$work/emulator.err" &
+emulator_pid=$!
+
+base=""
+for _ in $(seq 1 300); do
+  line="$(grep -m1 '^pushgate-local: demo page ' "$work/emulator.out" 2>/dev/null || true)"
+  if [ -n "$line" ]; then
+    base="$(printf '%s\n' "$line" | grep -o 'http://127\.0\.0\.1:[0-9]*' | head -n1)"
+    break
+  fi
+  if ! kill -0 "$emulator_pid" 2>/dev/null; then
+    say "the emulator exited before printing its URLs" >&2
+    cat "$work/emulator.out" "$work/emulator.err" >&2 || true
+    exit 1
+  fi
+  sleep 0.1
+done
+if [ -z "$base" ]; then
+  say "no 'demo page' line from the emulator within 30 s" >&2
+  exit 1
+fi
+say "emulator (pid $emulator_pid) at $base/"
+
+# 5. the test -------------------------------------------------------------------
+# Node's spec report on stdout, a TAP copy to count from; the closing line is
+# "N passed, N failed".
+cd "$here"
+status=0
+PUSHGATE_URL="$base/" CHROMIUM="$chromium" \
+  node --test --test-concurrency=1 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$work/report.tap" \
+  demo.test.mjs || status=$?
+passed="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/report.tap" 2>/dev/null | tail -n1 || true)"
+failed="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/report.tap" 2>/dev/null | tail -n1 || true)"
+if [ -z "$passed" ] || [ -z "$failed" ]; then
+  say "the test runner gave no counts (exit $status)" >&2
+  [ "$status" -ne 0 ] || status=1
+elif [ "$status" -eq 0 ] && [ "$passed" -eq 0 ]; then
+  say "no test ran" >&2
+  status=1
+fi
+printf 'browser: %s passed, %s failed\n' "${passed:-0}" "${failed:-0}"
+exit "$status"
