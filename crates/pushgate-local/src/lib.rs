@@ -15,6 +15,10 @@
 //! - [`eventbridge`]: PutEvents and the rule.
 //! - [`sqs`]: the queue, its event source mapping and the DLQ.
 //! - [`console`]: the demo page, status and DLQ listing.
+//! - [`faults`]: fault injection (PostToConnection failures, dropped
+//!   `$disconnect`s).
+//! - [`token`]: tokens for local use (the `token` subcommand and
+//!   `POST /_pushgate/token`).
 //! - [`state`]: what every handler shares.
 //! - This file: [`app`] (the router, testable without a socket),
 //!   [`Emulator`] and [`serve`] (a listener and a shutdown future in).
@@ -23,10 +27,12 @@
 pub mod apigw;
 pub mod console;
 pub mod eventbridge;
+pub mod faults;
 pub mod management;
 pub mod settings;
 pub mod sqs;
 pub mod state;
+pub mod token;
 pub mod websocket;
 
 use std::future::Future;
@@ -133,6 +139,11 @@ pub fn app(state: AppState) -> Router {
         .route("/events", post(eventbridge::put_events))
         .route("/_pushgate/status", get(console::status))
         .route("/_pushgate/dlq", get(console::dlq))
+        .route("/_pushgate/token", post(token::issue))
+        .route(
+            "/_pushgate/faults",
+            get(faults::get).put(faults::put).delete(faults::clear),
+        )
         .route(
             "/@connections/{id}",
             get(management::get_root)
@@ -190,6 +201,10 @@ impl Emulator {
              pushgate-local: PutEvents endpoint   {base}\n\
              pushgate-local: demo page            {base}/\n\
              pushgate-local: status               {base}/_pushgate/status (DLQ: {base}/_pushgate/dlq)\n\
+             pushgate-local: store                {store}\n\
+             pushgate-local: auth                 {auth}; mint a token: \
+             cargo run --release -p pushgate-local -- token --sub alice --subscribe 'artist:*'\n\
+             {faults}\
              pushgate-local: try:\n  \
                wscat -c {ws}\n  \
                > {{\"action\":\"subscribe\",\"entityId\":\"artist:ed-sheeran\"}}\n  \
@@ -202,6 +217,22 @@ impl Emulator {
             region = s.region,
             source = s.event_source,
             detail_type = s.detail_type,
+            store = match &s.store {
+                StoreSettings::Memory => "embedded (in memory)".to_owned(),
+                StoreSettings::DynamoDb { endpoint, table } => format!(
+                    "DynamoDB table {table} at {}",
+                    endpoint.as_deref().unwrap_or("the standard AWS endpoint")
+                ),
+            },
+            auth = match s.functions.auth_mode {
+                pushgate_domain::AuthMode::Anonymous => "anonymous allowed, tokens checked when sent",
+                pushgate_domain::AuthMode::Token => "a token is required at $connect",
+            },
+            faults = if s.faults == faults::Faults::default() {
+                String::new()
+            } else {
+                format!("pushgate-local: FAULTS INJECTED      {:?}\n", s.faults)
+            },
         )
     }
 
@@ -215,6 +246,10 @@ impl Emulator {
         let (stop, stopped) = watch::channel(false);
         let queue = Arc::clone(state.queue());
         let notifier = state.notifier().clone();
+        let ttl = state.memory().cloned().map(|memory| {
+            let every = state.settings().ttl_sweep_interval;
+            tokio::spawn(sweep_expired(memory, every, stopped.clone()))
+        });
         let poller = tokio::spawn(async move { queue.run(notifier, stopped).await });
         let sessions = Arc::clone(state.sessions());
         let closing = Arc::clone(&sessions);
@@ -230,7 +265,28 @@ impl Emulator {
         sessions.wait_finished(SHUTDOWN_GRACE).await;
         let _ = stop.send(true);
         let _ = poller.await;
+        if let Some(ttl) = ttl {
+            let _ = ttl.await;
+        }
         result.map_err(ServeError::Http)
+    }
+}
+
+/// DynamoDB's TTL for the embedded store: every `every`, deletes the items
+/// whose `expiresAt` has passed, until `stop` turns true.
+async fn sweep_expired(memory: Arc<MemoryStore>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = apigw::now_ms() / 1000;
+        let purged = memory.purge_expired(now);
+        if purged > 0 {
+            tracing::info!(items = purged, "TTL: deleted expired items");
+        }
     }
 }
 

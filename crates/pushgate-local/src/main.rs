@@ -1,9 +1,13 @@
-//! `pushgate-local`: runs the emulator on 127.0.0.1 until Ctrl-C.
+//! `pushgate-local`: runs the emulator on 127.0.0.1 until Ctrl-C, or, with
+//! `token`, prints a token for it.
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pushgate_domain::auth::{Grant, Role};
 use pushgate_domain::{AuthMode, Secret};
+use pushgate_local::faults::Faults;
+use pushgate_local::token::{mint_local, parse_ttl, TokenRequest, LOCAL_JWT_SECRET};
 use pushgate_local::{Emulator, QueueSettings, Settings, StoreSettings};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -29,6 +33,71 @@ enum Store {
 #[derive(Parser, Debug)]
 #[command(name = "pushgate-local", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prints a token the emulator accepts (signed with its key).
+    Token(TokenArgs),
+}
+
+/// `pushgate-local token --sub alice --subscribe 'artist:*' --ttl 1h`
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// A subscribe grant: an entity id or a prefix ending in `*` (repeatable).
+    #[arg(long, value_name = "ENTITY")]
+    subscribe: Vec<String>,
+    /// A publish grant (repeatable).
+    #[arg(long, value_name = "ENTITY")]
+    publish: Vec<String>,
+    /// A subscribe-and-publish grant (repeatable).
+    #[arg(long, value_name = "ENTITY")]
+    subscribe_publish: Vec<String>,
+    /// Lifetime: 90s, 15m, 1h, 2d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// HS256 key (the emulator's: JWT_SECRET, or its built-in development key).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, default_value = LOCAL_JWT_SECRET, hide_default_value = true)]
+    jwt_secret: String,
+}
+
+impl TokenArgs {
+    fn print(self) -> Result<(), Box<dyn std::error::Error>> {
+        let grants = [
+            (Role::Subscribe, self.subscribe),
+            (Role::Publish, self.publish),
+            (Role::SubscribePublish, self.subscribe_publish),
+        ]
+        .into_iter()
+        .flat_map(|(role, entities)| {
+            entities
+                .into_iter()
+                .map(move |entity| Grant { role, entity })
+        })
+        .collect();
+        let request = TokenRequest {
+            sub: self.sub,
+            grants,
+            ttl_secs: Some(parse_ttl(&self.ttl)?),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let minted = mint_local(&self.jwt_secret, &request, i64::try_from(now)?)?;
+        println!("{}", minted.token);
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 3001)]
     port: u16,
@@ -68,13 +137,34 @@ struct Cli {
     /// Whether $connect requires a token.
     #[arg(long, value_enum, default_value_t = Auth::Anonymous)]
     auth_mode: Auth,
-    /// HS256 key that tokens are checked with.
+    /// HS256 key that tokens are checked with (default: a built-in
+    /// development key, the one `pushgate-local token` signs with).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Seconds between sweeps of expired items from the embedded store
+    /// (DynamoDB's TTL stand-in).
+    #[arg(long, default_value_t = 60)]
+    ttl_sweep_secs: u64,
+    /// Fault injection: fraction (0-1) of PostToConnection calls that fail.
+    #[arg(long, default_value_t = 0.0)]
+    fault_post_rate: f64,
+    /// Fault injection: statuses the failing PostToConnection calls answer.
+    #[arg(long, value_delimiter = ',', default_value = "500")]
+    fault_post_statuses: Vec<u16>,
+    /// Fault injection: fraction (0-1) of $disconnect events dropped.
+    #[arg(long, default_value_t = 0.0)]
+    fault_drop_disconnect_rate: f64,
 }
 
-impl Cli {
-    fn settings(self) -> Settings {
+impl ServeArgs {
+    fn settings(self) -> Result<Settings, Box<dyn std::error::Error>> {
+        let faults = Faults {
+            post_failure_rate: self.fault_post_rate,
+            post_failure_statuses: self.fault_post_statuses,
+            drop_disconnect_rate: self.fault_drop_disconnect_rate,
+            ..Faults::default()
+        };
+        faults.validate()?;
         let mut settings = Settings {
             stage: self.stage,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
@@ -87,6 +177,8 @@ impl Cli {
                 max_receive_count: self.max_receive_count.max(1),
                 ..QueueSettings::default()
             },
+            ttl_sweep_interval: Duration::from_secs(self.ttl_sweep_secs.max(1)),
+            faults,
             ..Settings::default()
         };
         settings.store = match (self.store, self.dynamodb_endpoint) {
@@ -105,14 +197,35 @@ impl Cli {
             Auth::Anonymous => AuthMode::Anonymous,
             Auth::Token => AuthMode::Token,
         };
-        settings.functions.jwt_secret = self.jwt_secret.filter(|s| !s.is_empty()).map(Secret::new);
-        settings
+        if let Some(secret) = self.jwt_secret.filter(|s| !s.is_empty()) {
+            settings.functions.jwt_secret = Some(Secret::new(secret));
+        }
+        Ok(settings)
     }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            eprintln!("pushgate-local: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(Command::Token(args)) = cli.command {
+        return args.print();
+    }
+    let cli = cli.serve;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -120,10 +233,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_target(false)
         .init();
     let port = cli.port;
-    let settings = cli.settings();
-    if settings.functions.auth_mode == AuthMode::Token && settings.functions.jwt_secret.is_none() {
-        return Err("--auth-mode token needs --jwt-secret (or JWT_SECRET)".into());
-    }
+    let settings = cli.settings()?;
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;

@@ -13,6 +13,7 @@ use pushgate_domain::limits::MAX_MESSAGE_BYTES;
 use serde_json::json;
 
 use crate::apigw::iso8601_ms;
+use crate::faults;
 use crate::state::{AppState, CloseRequest, Outbound};
 
 /// Largest request body read before answering 413 (so the client gets the
@@ -43,8 +44,8 @@ fn forbidden() -> Response {
     aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
 }
 
-/// PostToConnection: the one place frames are pushed, so fault injection can
-/// hook in here.
+/// PostToConnection: the one place frames are pushed, so fault injection
+/// hooks in here.
 pub async fn post_to_connection(state: &AppState, connection_id: &str, data: Vec<u8>) -> Response {
     if data.len() > MAX_MESSAGE_BYTES {
         return aws_error(
@@ -54,6 +55,15 @@ pub async fn post_to_connection(state: &AppState, connection_id: &str, data: Vec
                 "the payload is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
                 data.len()
             ),
+        );
+    }
+    if let Some(status) = state.faults().post_fault(connection_id) {
+        tracing::debug!(connection_id, status, "PostToConnection: injected fault");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return aws_error(
+            status,
+            faults::error_type(status.as_u16()),
+            "injected fault",
         );
     }
     let Some(session) = state.sessions().get(connection_id) else {

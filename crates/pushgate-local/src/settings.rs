@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use pushgate_domain::limits::{IDLE_TIMEOUT_SECS, MAX_CONNECTION_SECS};
-use pushgate_domain::{AuthMode, Config};
+use pushgate_domain::{AuthMode, Config, Secret};
+
+use crate::faults::Faults;
+use crate::token::LOCAL_JWT_SECRET;
 
 /// The SQS queue and its event source mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,11 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// The store.
     pub store: StoreSettings,
+    /// How often expired items are deleted from the embedded store, as
+    /// DynamoDB's TTL does (DynamoDB does its own).
+    pub ttl_sweep_interval: Duration,
+    /// Faults in force at start.
+    pub faults: Faults,
     /// What the functions would read from their environment.
     pub functions: Config,
 }
@@ -85,9 +93,10 @@ pub const ACCOUNT_ID: &str = "000000000000";
 impl Default for Settings {
     fn default() -> Self {
         let mut functions = Config::new("pushgate-local");
-        // Locally, a token is optional; one that is sent is still checked
-        // when a signing key is configured.
+        // Locally, a token is optional; one that is sent is still checked,
+        // with a well-known development key unless another is given.
         functions.auth_mode = AuthMode::Anonymous;
+        functions.jwt_secret = Some(Secret::new(LOCAL_JWT_SECRET));
         Self {
             stage: "local".into(),
             api_id: "local".into(),
@@ -99,6 +108,8 @@ impl Default for Settings {
             detail_type: "Entity Updated".into(),
             queue: QueueSettings::default(),
             store: StoreSettings::Memory,
+            ttl_sweep_interval: Duration::from_secs(60),
+            faults: Faults::default(),
             functions,
         }
     }

@@ -11,6 +11,7 @@ use pushgate_store::MemoryStore;
 use tokio::sync::{mpsc, Notify};
 
 use crate::apigw::ConnectionContext;
+use crate::faults::FaultInjector;
 use crate::settings::Settings;
 use crate::sqs::Queue;
 
@@ -151,6 +152,7 @@ struct Inner {
     memory: Option<Arc<MemoryStore>>,
     sessions: Arc<Sessions>,
     queue: Arc<Queue>,
+    faults: FaultInjector,
 }
 
 impl AppState {
@@ -167,8 +169,10 @@ impl AppState {
             &settings.region,
             "pushgate-local-notifications",
         ));
+        let faults = FaultInjector::new(settings.faults.clone());
         Self {
             inner: Arc::new(Inner {
+                faults,
                 settings,
                 base_url,
                 deps,
@@ -224,5 +228,10 @@ impl AppState {
     /// The notification queue.
     pub fn queue(&self) -> &Arc<Queue> {
         &self.inner.queue
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> &FaultInjector {
+        &self.inner.faults
     }
 }

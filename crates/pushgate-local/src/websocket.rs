@@ -169,6 +169,10 @@ async fn handshake(state: AppState, stage: Option<String>, request: Request) -> 
 }
 
 async fn run_disconnect(state: &AppState, conn: &ConnectionContext, (code, reason): (u16, &str)) {
+    if state.faults().drop_disconnect() {
+        tracing::warn!(connection_id = %conn.connection_id, "$disconnect dropped (injected fault)");
+        return;
+    }
     let event = apigw::disconnect_event(conn, code, reason, now_ms());
     let deps = state.deps();
     // A failure is logged by `invoke`; API Gateway does not retry either.

@@ -49,6 +49,24 @@ impl MemoryStore {
     pub fn all_subscriptions(&self) -> Vec<SubscriptionRecord> {
         self.lock().subscriptions.values().cloned().collect()
     }
+
+    /// Deletes every item whose `expiresAt` has passed at `now` (epoch
+    /// seconds), as DynamoDB's TTL does in the background, and returns how
+    /// many items went. Reads already ignore expired items; this keeps a
+    /// long-running emulator from holding them forever.
+    pub fn purge_expired(&self, now: i64) -> usize {
+        let mut state = self.lock();
+        let State {
+            connections,
+            subscriptions,
+            by_entity,
+        } = &mut *state;
+        let before = connections.len() + subscriptions.len();
+        connections.retain(|_, c| is_live(c.expires_at, now));
+        subscriptions.retain(|_, s| is_live(s.expires_at, now));
+        by_entity.retain(|_, expires_at| is_live(*expires_at, now));
+        before - connections.len() - subscriptions.len()
+    }
 }
 
 #[async_trait]

@@ -280,3 +280,35 @@ async fn dynamodb_store_follows_the_contract_against_a_real_server() {
     store.create_table_if_missing().await.unwrap(); // idempotent
     suite(&store).await;
 }
+
+#[tokio::test]
+async fn memory_store_purges_expired_items_like_dynamodb_ttl() {
+    let store = MemoryStore::new();
+    store
+        .put_connection(&connection("c-old", NOW))
+        .await
+        .unwrap();
+    store
+        .put_connection(&connection("c-new", LATER))
+        .await
+        .unwrap();
+    // Subscribed while live (at NOW - 1), expired by NOW.
+    store
+        .subscribe(&subscription("c-old", "e", NOW), NOW - 1, 10)
+        .await
+        .unwrap();
+    store
+        .subscribe(&subscription("c-new", "e", LATER), NOW, 10)
+        .await
+        .unwrap();
+    assert_eq!(store.purge_expired(NOW), 2);
+    let left: Vec<String> = store
+        .all_connections()
+        .iter()
+        .map(|c| c.connection_id.as_str().to_owned())
+        .collect();
+    assert_eq!(left, vec!["c-new"]);
+    assert_eq!(store.all_subscriptions().len(), 1);
+    assert_eq!(all_subscribers(&store, "e", 10).await, vec!["c-new"]);
+    assert_eq!(store.purge_expired(NOW), 0);
+}
