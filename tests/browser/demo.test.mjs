@@ -72,7 +72,9 @@ async function onDemoPage(name, body) {
           `putEvents:  ${text("pe-result")}`,
           `token:      ${text("token-result")}`,
           "frame log:",
-          text("frame-log"),
+          ...[...document.querySelectorAll('#frame-log [data-testid="frame"]')].map(
+            (f) => "  " + [...f.children].map((c) => c.textContent).join(" "),
+          ),
         ].join("\n");
       })
       .catch((e) => `(could not read the page: ${e})`);
@@ -100,8 +102,13 @@ async function subscribe(page, entityId) {
   return page.textContent("#subscribe-result");
 }
 
+/** The frame log's text, one frame a line ("time arrow text"). */
 async function frameLog(page) {
-  return page.locator("#frame-log").innerText();
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#frame-log [data-testid="frame"]')]
+      .map((f) => [...f.children].map((c) => c.textContent).join(" "))
+      .join("\n"),
+  );
 }
 
 test("subscribe, PutEvents from the page, see the notification; status and unsubscribe", async () => {
@@ -180,6 +187,85 @@ test("subscribe, PutEvents from the page, see the notification; status and unsub
     await page.click("#disconnect");
     await page.waitForFunction(() => document.getElementById("conn-pill").textContent === "closed 1000");
     assert.match(await page.textContent("#conn-state"), /Closed: code 1000/);
+  });
+});
+
+/** The emulator's status, read from node (not through the page). */
+async function emulatorStatus() {
+  const res = await fetch(new URL("/_pushgate/status", BASE));
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+async function setFaults(faults) {
+  const res = await fetch(new URL("/_pushgate/faults", BASE), {
+    method: faults ? "PUT" : "DELETE",
+    headers: { "Content-Type": "application/json" },
+    body: faults ? JSON.stringify(faults) : undefined,
+  });
+  assert.equal(res.status, 200, `faults: ${await res.text()}`);
+}
+
+test("duplicates are dropped by id; a record that keeps failing shows in the DLQ panel", async () => {
+  await onDemoPage("duplicates-dlq", async (page) => {
+    const entityId = `artist:dup-${unique()}`;
+    const message = { tickets: "sold out", run: unique() };
+
+    await page.selectOption("#connect-mode", "none");
+    await connectAndWait(page);
+    assert.equal(await subscribe(page, entityId), `subscribed to ${entityId}`);
+
+    // A second tab subscribes too; every push to it fails with 500, so the
+    // record is received again and again (this tab gets it each time) until
+    // it moves to the DLQ.
+    const before = new Set((await emulatorStatus()).connections.map((c) => c.connectionId));
+    const other = await context.newPage();
+    try {
+      await other.goto(BASE);
+      await other.waitForFunction(() => document.getElementById("meta-stage").textContent !== "…");
+      await other.selectOption("#connect-mode", "none");
+      await connectAndWait(other);
+      assert.equal(await subscribe(other, entityId), `subscribed to ${entityId}`);
+      const fresh = (await emulatorStatus()).connections.filter((c) => !before.has(c.connectionId));
+      assert.equal(fresh.length, 1, "one new connection: the second tab's");
+      const otherId = fresh[0].connectionId;
+      await setFaults({ connections: { [otherId]: 500 } });
+
+      await page.fill("#pe-detail", JSON.stringify({ entityId, message }));
+      await page.click("#pe-send");
+      const eventIdNode = byTestId(page, "pe-event-id");
+      await eventIdNode.waitFor();
+      const eventId = (await eventIdNode.textContent()).trim();
+
+      // Shown once, the redeliveries counted as duplicates.
+      const note = page.locator(`[data-testid="notification"][data-id="${eventId}"]`);
+      await note.waitFor();
+      assert.deepEqual(JSON.parse(await note.locator('[data-testid="notification-data"]').textContent()), message);
+      await page.waitForFunction(() => Number(document.getElementById("dup-count").textContent) >= 1, null, {
+        timeout: 60_000,
+      });
+      assert.equal(await note.count(), 1, "a duplicate is never shown twice");
+      assert.equal(await page.textContent("#notif-count"), "1");
+
+      // After max receives the record is in the DLQ, and the panel shows it.
+      await page.waitForFunction(
+        (id) =>
+          [...document.querySelectorAll('[data-testid="dlq-message"]')].some((m) => m.textContent.includes(id)),
+        eventId,
+        { timeout: 90_000 },
+      );
+      assert.ok(Number(await page.textContent("#q-dead")) >= 1);
+      assert.ok(Number(await page.textContent("#dlq-count")) >= 1);
+
+      // This tab's connection is marked, and never the other tab's.
+      const mine = page.locator('[data-testid="status-connection"][data-mine="true"]');
+      await mine.waitFor();
+      assert.equal(await mine.count(), 1);
+      assert.notEqual(await mine.getAttribute("data-connection-id"), otherId);
+    } finally {
+      await setFaults(null);
+      await other.close().catch(() => {});
+    }
   });
 });
 

@@ -46,9 +46,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -d "$here/node_modules/pl
 fi
 
 # 3. the emulator binary --------------------------------------------------------
+# Built when missing, or older than its sources (the page is include_str!ed,
+# so a stale binary would serve a stale page). Always this package set: any
+# other makes cargo rebuild the AWS SDKs.
 emulator="${CARGO_TARGET_DIR:-$root/target}/debug/pushgate-local"
-if [ ! -x "$emulator" ]; then
-  say "building the emulator (cargo build --workspace --all-targets)"
+stale=""
+if [ -x "$emulator" ]; then
+  stale="$(find Cargo.toml Cargo.lock crates/pushgate-domain crates/pushgate-store crates/pushgate-push \
+    crates/pushgate-functions crates/pushgate-local/Cargo.toml crates/pushgate-local/src \
+    crates/pushgate-local/static -type f -newer "$emulator" -print -quit 2>/dev/null || true)"
+fi
+if [ ! -x "$emulator" ] || [ -n "$stale" ]; then
+  say "building the emulator (cargo build --workspace --all-targets)${stale:+; $stale is newer}"
   cargo build --workspace --all-targets
 fi
 
