@@ -52,9 +52,9 @@ fi
 emulator="${CARGO_TARGET_DIR:-$root/target}/debug/pushgate-local"
 stale=""
 if [ -x "$emulator" ]; then
-  stale="$(find Cargo.toml Cargo.lock crates/pushgate-domain crates/pushgate-store crates/pushgate-push \
-    crates/pushgate-functions crates/pushgate-local/Cargo.toml crates/pushgate-local/src \
-    crates/pushgate-local/static -type f -newer "$emulator" -print -quit 2>/dev/null || true)"
+  stale="$(find crates/pushgate-domain/src crates/pushgate-store/src crates/pushgate-push/src \
+    crates/pushgate-functions/src crates/pushgate-local/src crates/pushgate-local/static \
+    -type f -newer "$emulator" -print -quit 2>/dev/null || true)"
 fi
 if [ ! -x "$emulator" ] || [ -n "$stale" ]; then
   say "building the emulator (cargo build --workspace --all-targets)${stale:+; $stale is newer}"
