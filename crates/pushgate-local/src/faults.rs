@@ -55,6 +55,13 @@ pub enum FaultsError {
 }
 
 impl Faults {
+    /// Whether anything is broken at all.
+    pub fn is_active(&self) -> bool {
+        self.post_failure_rate > 0.0
+            || self.drop_disconnect_rate > 0.0
+            || !self.connections.is_empty()
+    }
+
     /// Checks rates and statuses.
     pub fn validate(&self) -> Result<(), FaultsError> {
         for (name, rate) in [

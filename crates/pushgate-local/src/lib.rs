@@ -228,10 +228,14 @@ impl Emulator {
                 pushgate_domain::AuthMode::Anonymous => "anonymous allowed, tokens checked when sent",
                 pushgate_domain::AuthMode::Token => "a token is required at $connect",
             },
-            faults = if s.faults == faults::Faults::default() {
-                String::new()
+            faults = if s.faults.is_active() {
+                format!(
+                    "pushgate-local: FAULTS INJECTED      {} (GET {base}/_pushgate/faults)\n",
+                    serde_json::to_string(&s.faults).unwrap_or_default(),
+                    base = state.base_url()
+                )
             } else {
-                format!("pushgate-local: FAULTS INJECTED      {:?}\n", s.faults)
+                String::new()
             },
         )
     }

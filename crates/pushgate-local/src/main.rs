@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Auth {
-    /// Tokens optional (checked when sent and a key is set).
+    /// Tokens optional (checked when sent).
     Anonymous,
     /// A valid token is required at $connect.
     Token,
@@ -141,6 +141,16 @@ struct ServeArgs {
     /// development key, the one `pushgate-local token` signs with).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Lifetime of connection and subscription items (the functions'
+    /// CONNECTION_TTL_SECONDS).
+    #[arg(long, env = "CONNECTION_TTL_SECONDS", default_value_t = pushgate_domain::limits::DEFAULT_TTL_SECS)]
+    connection_ttl_secs: u64,
+    /// PostToConnection calls in flight per event (PUSH_CONCURRENCY).
+    #[arg(long, env = "PUSH_CONCURRENCY")]
+    push_concurrency: Option<usize>,
+    /// Subscriptions one connection may hold (MAX_SUBSCRIPTIONS_PER_CONNECTION).
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    max_subscriptions: Option<usize>,
     /// Seconds between sweeps of expired items from the embedded store
     /// (DynamoDB's TTL stand-in).
     #[arg(long, default_value_t = 60)]
@@ -193,6 +203,13 @@ impl ServeArgs {
             (Store::Memory, None) => StoreSettings::Memory,
         };
         settings.functions.table_name = self.table;
+        settings.functions.ttl = Duration::from_secs(self.connection_ttl_secs.max(1));
+        if let Some(n) = self.push_concurrency {
+            settings.functions.push_concurrency = n.max(1);
+        }
+        if let Some(n) = self.max_subscriptions {
+            settings.functions.max_subscriptions = n;
+        }
         settings.functions.auth_mode = match self.auth_mode {
             Auth::Anonymous => AuthMode::Anonymous,
             Auth::Token => AuthMode::Token,
