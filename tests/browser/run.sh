@@ -64,6 +64,18 @@ fi
 # 4. start the emulator on a free port, always stop it ------------------------
 work="$(mktemp -d "${TMPDIR:-/tmp}/pushgate-browser.XXXXXX")"
 emulator_pid=""
+log_shown=""
+show_emulator_log() {
+  [ -n "$log_shown" ] && return 0
+  log_shown=1
+  local f
+  for f in "$work/emulator.out" "$work/emulator.err"; do
+    if [ -s "$f" ]; then
+      say "emulator output (last 40 lines of $f):"
+      tail -n 40 "$f" | sed 's/^/  /'
+    fi
+  done
+}
 cleanup() {
   local status=$?
   if [ -n "$emulator_pid" ] && kill -0 "$emulator_pid" 2>/dev/null; then
@@ -76,10 +88,7 @@ cleanup() {
     wait "$emulator_pid" 2>/dev/null || true
   fi
   if [ "$status" -ne 0 ]; then
-    if [ -s "$work/emulator.err" ]; then
-      say "emulator log (last 40 lines of $work/emulator.err):"
-      tail -n 40 "$work/emulator.err" | sed 's/^/  /'
-    fi
+    show_emulator_log
   else
     rm -rf "$work"
   fi
@@ -89,7 +98,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-RUST_LOG="${RUST_LOG:-info}" "$emulator" --port 0 >"$work/emulator.out" 2>"$work/emulator.err" &
+NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$emulator" --port 0 >"$work/emulator.out" 2>"$work/emulator.err" &
 emulator_pid=$!
 
 base=""
@@ -131,5 +140,6 @@ elif [ "$status" -eq 0 ] && [ "$passed" -eq 0 ]; then
   say "no test ran" >&2
   status=1
 fi
+[ "$status" -eq 0 ] || show_emulator_log
 printf 'browser: %s passed, %s failed\n' "${passed:-0}" "${failed:-0}"
 exit "$status"
