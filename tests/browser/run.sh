@@ -6,7 +6,8 @@
 #   1. installs Debian's chromium when /usr/bin/chromium is missing;
 #   2. installs the pinned npm packages into tests/browser/node_modules when
 #      package-lock.json changed since the last install (npm ci);
-#   3. builds target/debug/pushgate-local when it is missing;
+#   3. builds target/debug/pushgate-local when it is missing or older than
+#      its sources (cargo build --workspace --all-targets);
 #   4. starts the emulator on a free port on 127.0.0.1 and always stops it
 #      (by PID) on exit;
 #   5. runs the test (node --test), which prints "N passed, N failed".
@@ -110,7 +111,6 @@ for _ in $(seq 1 300); do
   fi
   if ! kill -0 "$emulator_pid" 2>/dev/null; then
     say "the emulator exited before printing its URLs" >&2
-    cat "$work/emulator.out" "$work/emulator.err" >&2 || true
     exit 1
   fi
   sleep 0.1
@@ -127,7 +127,7 @@ say "emulator (pid $emulator_pid) at $base/"
 cd "$here"
 status=0
 PUSHGATE_URL="$base/" CHROMIUM="$chromium" \
-  node --test --test-concurrency=1 \
+  node --test --test-concurrency=1 --test-timeout=300000 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$work/report.tap" \
   demo.test.mjs || status=$?
