@@ -66,6 +66,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let queue = state.queue().counts();
     Json(json!({
         "stage": state.settings().stage,
+        "region": state.settings().region,
         "websocketUrl": state.websocket_url(),
         "connectionsUrl": state.connections_url(),
         "putEventsUrl": state.base_url(),

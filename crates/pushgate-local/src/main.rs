@@ -256,10 +256,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let emulator = Emulator::new(settings, listener).await?;
     println!("{}", emulator.banner());
-    emulator
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    emulator.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM, so that both close every
+/// connection cleanly with `$disconnect`.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
