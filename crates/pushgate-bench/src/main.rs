@@ -3,22 +3,334 @@
 //!
 //! # Layout
 //!
+//! - [`fanout`]: fan-out to 1–10,000 subscribers of one entity through the
+//!   local emulator, against the [`baseline`] (a raw WebSocket server) and
+//!   the sequential PostToConnection loop; [`chart`] draws it.
+//! - [`rate`]: sustained publish rate over many entities.
+//! - [`hold`]: connections one `pushgate-local` process holds, and its
+//!   memory per connection.
+//! - [`fleet`]: the WebSocket clients, in a child process (`clients`);
+//!   [`target`]: the emulator in this process, and publishing.
 //! - `dynamodb` ([`dynamodb`]): DynamoDB requests per operation, counted on
 //!   the real `DynamoDbStore` against a moto server this command starts,
 //!   printed beside the minimum the design allows.
 //!
-//! Usage: `cargo run --release -p pushgate-bench -- dynamodb`
+//! Usage (`scripts/bench` runs `all`):
+//!
+//! ```text
+//! cargo run --release -p pushgate-bench -- all [--quick]
+//! cargo run --release -p pushgate-bench -- fanout|rate|hold [--quick]
+//! cargo run --release -p pushgate-bench -- dynamodb
+//! ```
+//!
+//! The Markdown report goes to stdout and to `target/bench/report.md`,
+//! progress to stderr, the chart to `docs/fanout.svg`.
 
+mod baseline;
+mod chart;
 mod dynamodb;
+mod fanout;
+mod fleet;
+mod hold;
+mod rate;
+mod target;
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fanout::{Method, Row, Seq};
+use fleet::Fleet;
+
+/// The error the measurements return.
+type BoxError = Box<dyn Error + Send + Sync>;
+
+fn unsend(e: BoxError) -> Box<dyn Error> {
+    e
+}
+
+/// The default `PUSH_CONCURRENCY` (pushgate-domain's `Config`).
+fn default_concurrency() -> usize {
+    pushgate_domain::Config::new("bench").push_concurrency
+}
+
+/// What a run covers.
+struct Plan {
+    /// `(subscribers, events)` for pushgate and the raw baseline.
+    sizes: Vec<(usize, usize)>,
+    /// `(subscribers, events)` for the sequential loop.
+    sequential: Vec<(usize, usize)>,
+    /// `(subscribers, events)` for the concurrency sweep.
+    sweep_sizes: Vec<(usize, usize)>,
+    /// `PUSH_CONCURRENCY` values for the sweep.
+    sweep: Vec<usize>,
+    /// The publish-rate run.
+    rate: rate::Plan,
+    /// Connection counts for `hold`.
+    hold: Vec<usize>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            return Self {
+                sizes: vec![(1, 5), (100, 5), (1_000, 3)],
+                sequential: vec![(1, 5), (100, 3), (1_000, 2)],
+                sweep_sizes: vec![(1_000, 3)],
+                sweep: vec![16, 256],
+                rate: rate::Plan {
+                    entities: 20,
+                    per_entity: 5,
+                    rates: vec![50, 200],
+                    step: Duration::from_secs(1),
+                    push_concurrency: default_concurrency(),
+                },
+                hold: vec![1_000, 2_000],
+            };
+        }
+        Self {
+            sizes: vec![(1, 20), (100, 20), (1_000, 10), (10_000, 5)],
+            sequential: vec![(1, 20), (100, 10), (1_000, 5), (10_000, 3)],
+            sweep_sizes: vec![(1_000, 10), (10_000, 5)],
+            sweep: vec![16, 256],
+            rate: rate::Plan {
+                entities: 200,
+                per_entity: 5,
+                rates: vec![50, 100, 200, 400, 800, 1_600, 3_200, 6_400],
+                step: Duration::from_secs(3),
+                push_concurrency: default_concurrency(),
+            },
+            hold: vec![10_000, 20_000, 30_000],
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// `nproc`, `free -h`, the CPU model and rustc's version.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    format!(
+        "- `nproc`: {}\n- CPU: {}\n- `rustc --version`: {}\n- open-file limit (soft): {}\n- `free -h`:\n\n```\n{}\n```\n",
+        command_output("nproc", &[]),
+        cpu,
+        command_output("rustc", &["--version"]),
+        hold::nofile_soft().map_or("?".to_owned(), |n| n.to_string()),
+        command_output("free", &["-h"]),
+    )
+}
+
+/// The report, printed as it grows.
+#[derive(Default)]
+struct Report(String);
+
+impl Report {
+    fn section(&mut self, text: &str) {
+        println!("{text}");
+        self.0.push_str(text);
+        self.0.push('\n');
+    }
+}
+
+fn line(label: &str, color: &'static str, rows: &[Row]) -> chart::Series {
+    chart::Series {
+        label: label.to_owned(),
+        color,
+        points: rows.iter().map(|r| (r.size as f64, r.last_ms)).collect(),
+    }
+}
+
+async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
+    let concurrency = default_concurrency();
+    let mut fleet = Fleet::spawn()?;
+    let mut seq = Seq::default();
+    eprintln!("fan-out: pushgate, PUSH_CONCURRENCY={concurrency}");
+    let pushgate = fanout::run(
+        &mut fleet,
+        Method::Pushgate(concurrency),
+        &plan.sizes,
+        &mut seq,
+    )
+    .await?;
+    eprintln!("fan-out: raw baseline");
+    let raw = fanout::run(&mut fleet, Method::Raw, &plan.sizes, &mut seq).await?;
+    eprintln!("fan-out: sequential loop");
+    let sequential =
+        fanout::run(&mut fleet, Method::Pushgate(1), &plan.sequential, &mut seq).await?;
+    let mut sweep = Vec::new();
+    for &c in &plan.sweep {
+        eprintln!("fan-out: PUSH_CONCURRENCY={c}");
+        sweep.extend(
+            fanout::run(&mut fleet, Method::Pushgate(c), &plan.sweep_sizes, &mut seq).await?,
+        );
+    }
+    fleet.quit().await?;
+
+    report.section("## Fan-out to one entity\n");
+    report.section(&fanout::comparison(&pushgate, &raw, &sequential));
+    report.section(
+        "Per method (medians over the events; each size also had one untimed warm-up event):\n",
+    );
+    let all: Vec<Row> = pushgate
+        .iter()
+        .chain(&raw)
+        .chain(&sequential)
+        .cloned()
+        .collect();
+    report.section(&fanout::table(&all));
+    report.section(&format!(
+        "Connecting and subscribing the clients (pushgate, {concurrency}): {}\n",
+        pushgate
+            .iter()
+            .map(|r| format!("{} in {}", r.size, fanout::ms(r.connect_ms)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    report.section("## PUSH_CONCURRENCY\n");
+    let mut by_concurrency: Vec<Row> = sweep
+        .iter()
+        .chain(
+            pushgate
+                .iter()
+                .filter(|r| plan.sweep_sizes.iter().any(|(s, _)| *s == r.size)),
+        )
+        .cloned()
+        .collect();
+    by_concurrency.sort_by_key(|r| {
+        (
+            r.size,
+            match r.method {
+                Method::Pushgate(c) => c,
+                Method::Raw => 0,
+            },
+        )
+    });
+    report.section(&fanout::table(&by_concurrency));
+
+    let svg = chart::render(
+        "pushgate fan-out: time from publish to last delivery",
+        &[
+            line(
+                &format!("pushgate (PUSH_CONCURRENCY={concurrency})"),
+                "#1f6feb",
+                &pushgate,
+            ),
+            line("raw WebSocket baseline", "#2da44e", &raw),
+            line("sequential PostToConnection loop", "#cf222e", &sequential),
+        ],
+    );
+    let path = workspace_root().join("docs/fanout.svg");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, svg)?;
+    report.section("Chart: `docs/fanout.svg`.\n");
+    Ok(())
+}
+
+async fn run_rate(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
+    let p = &plan.rate;
+    eprintln!(
+        "publish rate: {} entities × {} subscribers, {} s per step",
+        p.entities,
+        p.per_entity,
+        p.step.as_secs_f64()
+    );
+    let mut fleet = Fleet::spawn()?;
+    let mut seq = Seq::default();
+    let steps = rate::run(&mut fleet, p, &mut seq).await?;
+    fleet.quit().await?;
+    report.section(&format!(
+        "## Publish rate: {} entities × {} subscribers, PUSH_CONCURRENCY={}\n",
+        p.entities, p.per_entity, p.push_concurrency
+    ));
+    report.section(&rate::table(&steps));
+    let best = steps.iter().filter(|s| s.held()).last();
+    report.section(&match best {
+        Some(s) => format!(
+            "Sustained (highest step with every delivery and p99 ≤ 1 s): **{:.0} events/s, {:.0} deliveries/s** (p99 {}).\n",
+            s.published_per_s,
+            s.delivered_per_s,
+            fanout::ms(s.p99_ms)
+        ),
+        None => "No step held.\n".to_owned(),
+    });
+    Ok(())
+}
+
+async fn run_hold(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
+    eprintln!("hold: a separate pushgate-local process");
+    let hold = hold::run(&plan.hold).await?;
+    report.section("## Connections held by one pushgate-local process\n");
+    report.section(&hold::table(&hold));
+    report.section(&format!("Limit: {}.\n", hold.limit));
+    Ok(())
+}
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("dynamodb") => dynamodb::run().await,
+    let quick = args.iter().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let mut report = Report::default();
+    let started = Instant::now();
+    let command = args.first().map(String::as_str);
+    if matches!(command, Some("all" | "fanout" | "rate" | "hold")) {
+        report.section(&format!(
+            "# pushgate-bench {}{}\n\n{}",
+            args.join(" "),
+            if quick {
+                " (quick: smoke-test sizes, not figures)"
+            } else {
+                ""
+            },
+            machine()
+        ));
+    }
+    match command {
+        Some("clients") => return fleet::child_main().await.map_err(unsend),
+        Some("dynamodb") => return dynamodb::run().await,
+        Some("all") => {
+            run_fanout(&plan, &mut report).await.map_err(unsend)?;
+            run_rate(&plan, &mut report).await.map_err(unsend)?;
+            run_hold(&plan, &mut report).await.map_err(unsend)?;
+        }
+        Some("fanout") => run_fanout(&plan, &mut report).await.map_err(unsend)?,
+        Some("rate") => run_rate(&plan, &mut report).await.map_err(unsend)?,
+        Some("hold") => run_hold(&plan, &mut report).await.map_err(unsend)?,
         _ => {
-            eprintln!("usage: pushgate-bench dynamodb");
+            eprintln!("usage: pushgate-bench all|fanout|rate|hold [--quick] | dynamodb");
             std::process::exit(2);
         }
     }
+    report.section(&format!(
+        "Run took {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    ));
+    let path = workspace_root().join("target/bench/report.md");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, &report.0)?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
 }
