@@ -33,6 +33,7 @@ mod fanout;
 mod fleet;
 mod hold;
 mod rate;
+mod startup;
 mod target;
 
 use std::error::Error;
@@ -309,6 +310,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     match command {
         Some("clients") => return fleet::child_main().await.map_err(unsend),
         Some("dynamodb") => return dynamodb::run().await,
+        Some("startup") => return startup::run(&args[1..]).await,
         Some("all") => {
             run_fanout(&plan, &mut report).await.map_err(unsend)?;
             run_rate(&plan, &mut report).await.map_err(unsend)?;
