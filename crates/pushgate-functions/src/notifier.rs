@@ -149,6 +149,42 @@ impl Target<'_> {
     }
 }
 
+/// Where the next page of subscribers starts: a target's index and the
+/// last connection id read; `None` once every target is read.
+type Cursor = Option<(usize, Option<ConnectionId>)>;
+
+/// One page of connection ids, as a stream, and the cursor after it.
+type Page = stream::Iter<std::vec::IntoIter<Result<ConnectionId, StoreError>>>;
+
+async fn next_page(
+    store: &dyn ConnectionStore,
+    now: i64,
+    targets: &[Target<'_>],
+    cursor: Cursor,
+) -> Option<(Page, Cursor)> {
+    let (index, after) = cursor?;
+    let target = *targets.get(index)?;
+    match target.page(store, now, after.as_ref()).await {
+        Ok(page) => {
+            let next = match page.next {
+                Some(next) => (index, Some(next)),
+                None => (index + 1, None),
+            };
+            let ids: Vec<_> = page.connection_ids.into_iter().map(Ok).collect();
+            Some((stream::iter(ids), Some(next)))
+        }
+        Err(e) => Some((stream::iter(vec![Err(e)]), None)),
+    }
+}
+
+async fn push_item(
+    deps: &NotifierDeps,
+    payload: &[u8],
+    item: Result<ConnectionId, StoreError>,
+) -> Result<Push, StoreError> {
+    Ok(push_one(deps, item?, payload).await)
+}
+
 /// Delivers one event to every live subscriber of its entity and every live
 /// connection of its user; a connection that is both gets it once.
 pub async fn deliver(
@@ -168,33 +204,37 @@ pub async fn deliver(
         .collect();
     // Only an event with two targets can reach a connection twice.
     let mut seen: Option<HashSet<ConnectionId>> = (targets.len() > 1).then(HashSet::new);
+    // One stream of connection ids across every page of every target: the
+    // next page is read while the last page's pushes are still in flight,
+    // so concurrency never drains to zero at a page boundary.
+    let pages = stream::unfold(Some((0usize, None)), |cursor| {
+        next_page(store, now, &targets, cursor)
+    });
+    // Boxed: a concrete `Send` stream (the closures' futures otherwise
+    // defeat the compiler's `Send` check in callers that spawn).
+    let mut results = pages
+        .flatten()
+        .filter(|item| {
+            let fresh = match item {
+                Ok(c) => seen.as_mut().is_none_or(|s| s.insert(c.clone())),
+                Err(_) => true,
+            };
+            futures::future::ready(fresh)
+        })
+        .map(|item| push_item(deps, payload, item))
+        .buffer_unordered(concurrency)
+        .boxed();
     let mut outcome = RecordOutcome::default();
     let mut gone = Vec::new();
-    for target in targets {
-        let mut after: Option<ConnectionId> = None;
-        loop {
-            let page = target.page(store, now, after.as_ref()).await?;
-            let fresh = page
-                .connection_ids
-                .into_iter()
-                .filter(|c| seen.as_mut().is_none_or(|s| s.insert(c.clone())));
-            let mut results = stream::iter(fresh)
-                .map(|c| push_one(deps, c, payload))
-                .buffer_unordered(concurrency);
-            while let Some(result) = results.next().await {
-                match result {
-                    Push::Delivered => outcome.delivered += 1,
-                    Push::Gone(c) => gone.push(c),
-                    Push::Refused => outcome.refused += 1,
-                    Push::Failed => outcome.failed += 1,
-                }
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
+    while let Some(result) = results.next().await {
+        match result? {
+            Push::Delivered => outcome.delivered += 1,
+            Push::Gone(c) => gone.push(c),
+            Push::Refused => outcome.refused += 1,
+            Push::Failed => outcome.failed += 1,
         }
     }
+    drop(results);
     outcome.gone = gone.len();
     stream::iter(gone)
         .map(|c| async move { (store.delete_connection(&c).await, c) })
