@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! cargo run --release -p pushgate-bench -- all [--quick]
-//! cargo run --release -p pushgate-bench -- fanout|rate|hold [--quick]
+//! cargo run --release -p pushgate-bench -- fanout|rate|hold [--quick] [--pushgate-only]
 //! cargo run --release -p pushgate-bench -- dynamodb
 //! ```
 //!
@@ -172,6 +172,11 @@ async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
         &mut seq,
     )
     .await?;
+    if std::env::args().any(|a| a == "--pushgate-only") {
+        fleet.quit().await?;
+        report.section(&fanout::table(&pushgate));
+        return Ok(());
+    }
     eprintln!("fan-out: raw baseline");
     let raw = fanout::run(&mut fleet, Method::Raw, &plan.sizes, &mut seq).await?;
     eprintln!("fan-out: sequential loop");
@@ -265,7 +270,7 @@ async fn run_rate(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
         p.entities, p.per_entity, p.push_concurrency
     ));
     report.section(&rate::table(&steps));
-    let best = steps.iter().filter(|s| s.held()).last();
+    let best = steps.iter().rfind(|s| s.held());
     report.section(&match best {
         Some(s) => format!(
             "Sustained (highest step with every delivery and p99 ≤ 1 s): **{:.0} events/s, {:.0} deliveries/s** (p99 {}).\n",
@@ -320,7 +325,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Some("rate") => run_rate(&plan, &mut report).await.map_err(unsend)?,
         Some("hold") => run_hold(&plan, &mut report).await.map_err(unsend)?,
         _ => {
-            eprintln!("usage: pushgate-bench all|fanout|rate|hold [--quick] | dynamodb");
+            eprintln!("usage: pushgate-bench all|fanout|rate|hold [--quick] [--pushgate-only] | dynamodb | startup");
             std::process::exit(2);
         }
     }
