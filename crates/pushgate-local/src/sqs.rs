@@ -133,6 +133,8 @@ impl Queue {
     /// ReceiveMessage: up to `batch_size` visible records, each made
     /// invisible for the visibility timeout. Records already received
     /// `max_receive_count` times move to the DLQ instead.
+    // `SqsEvent` is `#[non_exhaustive]`.
+    #[allow(clippy::field_reassign_with_default)]
     fn receive(&self) -> SqsEvent {
         let now = Instant::now();
         let now_ms = now_ms();
