@@ -44,6 +44,9 @@ const GOING_AWAY: (u16, &str) = (1001, "Going away");
 /// What `$disconnect` is told when the client vanished without a close frame.
 const ABNORMAL: (u16, &str) = (1006, "Connection closed abnormally");
 
+/// Initial read buffer per connection (tungstenite's default is 128 KiB).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 fn json_message(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -139,7 +142,13 @@ async fn handshake(state: AppState, stage: Option<String>, request: Request) -> 
         Ok(Ok(r)) if !(200..300).contains(&r.status_code) => return refusal(&r),
         Ok(Ok(r)) => r,
     };
+    // Small buffers: tungstenite's 128 KiB defaults are allocated per
+    // connection up front and were most of the emulator's memory per held
+    // connection. Frames are still read whole up to the message limit; the
+    // read buffer just grows while one arrives. Writes go out per message.
     let mut upgrade = upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
     // Only what the function chose; axum echoes nothing by itself.
