@@ -6,8 +6,10 @@
 //!
 //! Methods: pushgate (PutEvents → queue → notifier → PostToConnection over
 //! HTTP with bounded concurrency), the same with `PUSH_CONCURRENCY=1` (the
-//! sequential PostToConnection loop of the AWS samples), and the raw
-//! baseline. One untimed warm-up event precedes each size's events.
+//! sequential PostToConnection loop of the AWS samples), both also with a
+//! network round trip injected into every PostToConnection (what AWS adds
+//! and the loopback does not), and the raw baseline. One untimed warm-up
+//! event precedes each size's events.
 
 use std::error::Error;
 use std::time::Duration;
@@ -23,6 +25,14 @@ type BoxError = Box<dyn Error + Send + Sync>;
 pub enum Method {
     /// pushgate with this `PUSH_CONCURRENCY` (1 is the sequential loop).
     Pushgate(usize),
+    /// pushgate with this `PUSH_CONCURRENCY`, every PostToConnection held
+    /// `post_latency_ms` by the emulator's fault injection.
+    PushgateWithLatency {
+        /// `PUSH_CONCURRENCY` (1 is the sequential loop).
+        concurrency: usize,
+        /// The injected round trip per PostToConnection, ms.
+        post_latency_ms: u64,
+    },
     /// The raw baseline.
     Raw,
 }
@@ -33,7 +43,35 @@ impl Method {
         match self {
             Self::Pushgate(1) => "sequential loop (PUSH_CONCURRENCY=1)".to_owned(),
             Self::Pushgate(c) => format!("pushgate (PUSH_CONCURRENCY={c})"),
+            Self::PushgateWithLatency {
+                concurrency: 1,
+                post_latency_ms,
+            } => format!("sequential loop, {post_latency_ms} ms per PostToConnection"),
+            Self::PushgateWithLatency {
+                concurrency,
+                post_latency_ms,
+            } => format!(
+                "pushgate (PUSH_CONCURRENCY={concurrency}), {post_latency_ms} ms per PostToConnection"
+            ),
             Self::Raw => "raw baseline".to_owned(),
+        }
+    }
+
+    /// Pushes in flight at once (the raw baseline: unbounded).
+    pub fn concurrency(self) -> usize {
+        match self {
+            Self::Pushgate(c) | Self::PushgateWithLatency { concurrency: c, .. } => c,
+            Self::Raw => usize::MAX,
+        }
+    }
+
+    /// The injected round trip per PostToConnection, ms.
+    pub fn post_latency_ms(self) -> u64 {
+        match self {
+            Self::PushgateWithLatency {
+                post_latency_ms, ..
+            } => post_latency_ms,
+            Self::Pushgate(_) | Self::Raw => 0,
         }
     }
 }
@@ -84,7 +122,9 @@ impl Seq {
 
 async fn start(method: Method) -> Result<Target, BoxError> {
     Ok(match method {
-        Method::Pushgate(c) => Target::Pushgate(Pushgate::start(c).await?),
+        Method::Pushgate(_) | Method::PushgateWithLatency { .. } => {
+            Target::Pushgate(Pushgate::start(method.concurrency(), method.post_latency_ms()).await?)
+        }
         Method::Raw => Target::Raw(Baseline::start().await?),
     })
 }
@@ -102,7 +142,11 @@ pub async fn run(
         let prefix = format!("fanout-{size}-");
         let entity = format!("{prefix}0");
         let connect = fleet.connect(&target.ws_url(), size, 1, &prefix).await?;
-        let limit = Duration::from_secs(10) + Duration::from_millis(3 * size as u64);
+        // Generous: ~3 ms of CPU per delivery, plus the injected round
+        // trips at the method's concurrency.
+        let waits = (size as u64).div_ceil(method.concurrency().min(size) as u64);
+        let limit = Duration::from_secs(10)
+            + Duration::from_millis(3 * size as u64 + 2 * waits * method.post_latency_ms());
         let (mut last, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         let mut complete = 0;
         for i in 0..=events {

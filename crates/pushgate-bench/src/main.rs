@@ -5,7 +5,9 @@
 //!
 //! - [`fanout`]: fan-out to 1–10,000 subscribers of one entity through the
 //!   local emulator, against the [`baseline`] (a raw WebSocket server) and
-//!   the sequential PostToConnection loop; [`chart`] draws it.
+//!   the sequential PostToConnection loop; [`chart`] draws it. `network`
+//!   runs the same fan-out with a round trip injected into every
+//!   PostToConnection (what AWS adds and the loopback does not).
 //! - [`rate`]: sustained publish rate over many entities.
 //! - [`hold`]: connections one `pushgate-local` process holds, and its
 //!   memory per connection.
@@ -14,13 +16,15 @@
 //! - `dynamodb` ([`dynamodb`]): DynamoDB requests per operation, counted on
 //!   the real `DynamoDbStore` against a moto server this command starts,
 //!   printed beside the minimum the design allows.
+//! - `startup` ([`startup`]): start-up, size and memory per Lambda binary.
 //!
 //! Usage (`scripts/bench` runs `all`):
 //!
 //! ```text
 //! cargo run --release -p pushgate-bench -- all [--quick]
-//! cargo run --release -p pushgate-bench -- fanout|rate|hold [--quick] [--pushgate-only]
+//! cargo run --release -p pushgate-bench -- fanout|network|rate|hold [--quick] [--pushgate-only]
 //! cargo run --release -p pushgate-bench -- dynamodb
+//! cargo run --release -p pushgate-bench -- startup [--runs N]
 //! ```
 //!
 //! The Markdown report goes to stdout and to `target/bench/report.md`,
@@ -55,6 +59,11 @@ fn default_concurrency() -> usize {
     pushgate_domain::Config::new("bench").push_concurrency
 }
 
+/// The round trip injected into every PostToConnection by `network`: the
+/// order of an HTTPS call from Lambda to the Management API in the same
+/// region (an assumption, stated in the report; the loopback has none).
+const NETWORK_LATENCY_MS: u64 = 10;
+
 /// What a run covers.
 struct Plan {
     /// `(subscribers, events)` for pushgate and the raw baseline.
@@ -69,6 +78,12 @@ struct Plan {
     rate: rate::Plan,
     /// Connection counts for `hold`.
     hold: Vec<usize>,
+    /// The round trip injected into every PostToConnection for `network`, ms.
+    network_latency_ms: u64,
+    /// `(subscribers, events)` for `network`, pushgate.
+    network_sizes: Vec<(usize, usize)>,
+    /// `(subscribers, events)` for `network`, the sequential loop.
+    network_sequential: Vec<(usize, usize)>,
 }
 
 impl Plan {
@@ -87,6 +102,9 @@ impl Plan {
                     push_concurrency: default_concurrency(),
                 },
                 hold: vec![1_000, 2_000],
+                network_latency_ms: NETWORK_LATENCY_MS,
+                network_sizes: vec![(100, 2)],
+                network_sequential: vec![(100, 1)],
             };
         }
         Self {
@@ -102,6 +120,10 @@ impl Plan {
                 push_concurrency: default_concurrency(),
             },
             hold: vec![10_000, 20_000, 30_000],
+            network_latency_ms: NETWORK_LATENCY_MS,
+            network_sizes: vec![(1_000, 5), (10_000, 3)],
+            // 10,000 × 10 ms is ~100 s per event: one timed event.
+            network_sequential: vec![(1_000, 2), (10_000, 1)],
         }
     }
 }
@@ -221,15 +243,7 @@ async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
         )
         .cloned()
         .collect();
-    by_concurrency.sort_by_key(|r| {
-        (
-            r.size,
-            match r.method {
-                Method::Pushgate(c) => c,
-                Method::Raw => 0,
-            },
-        )
-    });
+    by_concurrency.sort_by_key(|r| (r.size, r.method.concurrency()));
     report.section(&fanout::table(&by_concurrency));
 
     let svg = chart::render(
@@ -250,6 +264,46 @@ async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
     }
     std::fs::write(&path, svg)?;
     report.section("Chart: `docs/fanout.svg`.\n");
+    Ok(())
+}
+
+async fn run_network(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
+    let concurrency = default_concurrency();
+    let post_latency_ms = plan.network_latency_ms;
+    let mut fleet = Fleet::spawn()?;
+    let mut seq = Seq::default();
+    eprintln!("network: {post_latency_ms} ms per PostToConnection, PUSH_CONCURRENCY={concurrency}");
+    let pushgate = fanout::run(
+        &mut fleet,
+        Method::PushgateWithLatency {
+            concurrency,
+            post_latency_ms,
+        },
+        &plan.network_sizes,
+        &mut seq,
+    )
+    .await?;
+    eprintln!("network: {post_latency_ms} ms per PostToConnection, sequential loop");
+    let sequential = fanout::run(
+        &mut fleet,
+        Method::PushgateWithLatency {
+            concurrency: 1,
+            post_latency_ms,
+        },
+        &plan.network_sequential,
+        &mut seq,
+    )
+    .await?;
+    fleet.quit().await?;
+    report.section(&format!(
+        "## Fan-out with a {post_latency_ms} ms round trip per PostToConnection\n\n\
+         The emulator holds every PostToConnection {post_latency_ms} ms before answering \
+         (fault injection `postLatencyMs`), standing in for the network between Lambda \
+         and the Management API that the loopback does not have.\n"
+    ));
+    report.section(&fanout::comparison(&pushgate, &[], &sequential));
+    let all: Vec<Row> = pushgate.iter().chain(&sequential).cloned().collect();
+    report.section(&fanout::table(&all));
     Ok(())
 }
 
@@ -300,7 +354,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut report = Report::default();
     let started = Instant::now();
     let command = args.first().map(String::as_str);
-    if matches!(command, Some("all" | "fanout" | "rate" | "hold")) {
+    if matches!(
+        command,
+        Some("all" | "fanout" | "network" | "rate" | "hold")
+    ) {
         report.section(&format!(
             "# pushgate-bench {}{}\n\n{}",
             args.join(" "),
@@ -318,14 +375,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Some("startup") => return startup::run(&args[1..]).await,
         Some("all") => {
             run_fanout(&plan, &mut report).await.map_err(unsend)?;
+            run_network(&plan, &mut report).await.map_err(unsend)?;
             run_rate(&plan, &mut report).await.map_err(unsend)?;
             run_hold(&plan, &mut report).await.map_err(unsend)?;
         }
         Some("fanout") => run_fanout(&plan, &mut report).await.map_err(unsend)?,
+        Some("network") => run_network(&plan, &mut report).await.map_err(unsend)?,
         Some("rate") => run_rate(&plan, &mut report).await.map_err(unsend)?,
         Some("hold") => run_hold(&plan, &mut report).await.map_err(unsend)?,
         _ => {
-            eprintln!("usage: pushgate-bench all|fanout|rate|hold [--quick] [--pushgate-only] | dynamodb | startup");
+            eprintln!("usage: pushgate-bench all|fanout|network|rate|hold [--quick] [--pushgate-only] | dynamodb | startup");
             std::process::exit(2);
         }
     }

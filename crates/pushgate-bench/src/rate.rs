@@ -71,7 +71,7 @@ impl Step {
 /// Runs the plan; returns its steps, the last one the first that failed
 /// (unless every step held).
 pub async fn run(fleet: &mut Fleet, plan: &Plan, seq: &mut Seq) -> Result<Vec<Step>, BoxError> {
-    let pushgate = Arc::new(Pushgate::start(plan.push_concurrency).await?);
+    let pushgate = Arc::new(Pushgate::start(plan.push_concurrency, 0).await?);
     let clients = plan.entities * plan.per_entity;
     let prefix = "rate-";
     // Client i subscribes to entity i % entities: `per_entity` each.

@@ -36,14 +36,17 @@ pub fn message(seq: u32, t: i64) -> serde_json::Value {
 }
 
 impl Pushgate {
-    /// Starts an emulator with `PUSH_CONCURRENCY` = `push_concurrency`.
+    /// Starts an emulator with `PUSH_CONCURRENCY` = `push_concurrency`,
+    /// holding every PostToConnection `post_latency_ms` (0: none) before it
+    /// is answered.
     ///
     /// The queue's batching window is 0 (the emulator's default is 50 ms,
     /// the template's 1 s): these figures are about fan-out, not about how
     /// long SQS gathers a batch.
-    pub async fn start(push_concurrency: usize) -> Result<Self, BoxError> {
+    pub async fn start(push_concurrency: usize, post_latency_ms: u64) -> Result<Self, BoxError> {
         let mut settings = Settings::default();
         settings.functions.push_concurrency = push_concurrency;
+        settings.faults.post_latency_ms = post_latency_ms;
         settings.queue.batch_window = Duration::ZERO;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let emulator = Emulator::new(settings, listener).await?;

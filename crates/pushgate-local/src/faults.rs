@@ -1,6 +1,8 @@
 //! Fault injection: make the emulator misbehave the way AWS sometimes does,
 //! so that what survives can be shown. PostToConnection can answer
-//! 410/429/5xx for chosen connections or at a rate, and `$disconnect` can be
+//! 410/429/5xx for chosen connections or at a rate, every PostToConnection
+//! can be held for a fixed latency (the network round trip to the
+//! Management API that the loopback does not have), and `$disconnect` can be
 //! dropped (API Gateway delivers it on a best-effort basis).
 //!
 //! Set at start with `--fault-*` flags, or at run time with
@@ -41,6 +43,9 @@ pub struct Faults {
     pub connections: BTreeMap<String, u16>,
     /// Fraction (0 to 1) of `$disconnect` events that are never delivered.
     pub drop_disconnect_rate: f64,
+    /// Milliseconds every PostToConnection is held before it is answered
+    /// (0: none), as a network round trip to the Management API would.
+    pub post_latency_ms: u64,
 }
 
 /// Why a [`Faults`] was refused.
@@ -52,7 +57,14 @@ pub enum FaultsError {
     /// A status that PostToConnection does not answer.
     #[error("status {0} cannot be injected; use one of {INJECTABLE_STATUSES:?}")]
     Status(u16),
+    /// A latency over [`MAX_POST_LATENCY_MS`].
+    #[error("postLatencyMs must be at most {MAX_POST_LATENCY_MS}")]
+    Latency,
 }
+
+/// The longest latency that can be injected: longer than API Gateway's own
+/// timeouts would make no sense.
+pub const MAX_POST_LATENCY_MS: u64 = 10_000;
 
 impl Faults {
     /// Whether anything is broken at all.
@@ -60,6 +72,7 @@ impl Faults {
         self.post_failure_rate > 0.0
             || self.drop_disconnect_rate > 0.0
             || !self.connections.is_empty()
+            || self.post_latency_ms > 0
     }
 
     /// Checks rates and statuses.
@@ -80,6 +93,9 @@ impl Faults {
             if !INJECTABLE_STATUSES.contains(&status) {
                 return Err(FaultsError::Status(status));
             }
+        }
+        if self.post_latency_ms > MAX_POST_LATENCY_MS {
+            return Err(FaultsError::Latency);
         }
         Ok(())
     }
@@ -134,6 +150,12 @@ impl FaultInjector {
             posts_failed: self.posts_failed.load(Ordering::Relaxed),
             disconnects_dropped: self.disconnects_dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long every PostToConnection is held before it is answered.
+    pub fn post_latency(&self) -> Option<std::time::Duration> {
+        let ms = self.read().post_latency_ms;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     /// The status a PostToConnection to `connection_id` must answer instead
@@ -228,6 +250,14 @@ mod tests {
         assert_eq!(faults.validate(), Err(FaultsError::Status(418)));
         faults.post_failure_statuses = vec![429, 500];
         assert_eq!(faults.validate(), Ok(()));
+        faults.post_latency_ms = MAX_POST_LATENCY_MS + 1;
+        assert_eq!(faults.validate(), Err(FaultsError::Latency));
+        faults.post_latency_ms = 5;
+        assert_eq!(faults.validate(), Ok(()));
+        assert_eq!(
+            FaultInjector::new(faults).post_latency(),
+            Some(std::time::Duration::from_millis(5))
+        );
     }
 
     #[test]

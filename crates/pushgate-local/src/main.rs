@@ -164,6 +164,10 @@ struct ServeArgs {
     /// Fault injection: fraction (0-1) of $disconnect events dropped.
     #[arg(long, default_value_t = 0.0)]
     fault_drop_disconnect_rate: f64,
+    /// Fault injection: milliseconds every PostToConnection is held before
+    /// it is answered (a network round trip to the Management API).
+    #[arg(long, default_value_t = 0)]
+    fault_post_latency_ms: u64,
 }
 
 impl ServeArgs {
@@ -172,6 +176,7 @@ impl ServeArgs {
             post_failure_rate: self.fault_post_rate,
             post_failure_statuses: self.fault_post_statuses,
             drop_disconnect_rate: self.fault_drop_disconnect_rate,
+            post_latency_ms: self.fault_post_latency_ms,
             ..Faults::default()
         };
         faults.validate()?;

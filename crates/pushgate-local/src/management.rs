@@ -47,6 +47,9 @@ fn forbidden() -> Response {
 /// PostToConnection: the one place frames are pushed, so fault injection
 /// hooks in here.
 pub async fn post_to_connection(state: &AppState, connection_id: &str, data: Vec<u8>) -> Response {
+    if let Some(latency) = state.faults().post_latency() {
+        tokio::time::sleep(latency).await;
+    }
     if data.len() > MAX_MESSAGE_BYTES {
         return aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -281,6 +281,49 @@ async fn every_live_subscriber_gets_every_event_through_throttling_failures_and_
 }
 
 #[tokio::test]
+async fn injected_latency_holds_every_push_and_bad_fault_settings_are_refused() {
+    let emulator = Emulator::start(Settings::default()).await;
+    for (faults, names) in [
+        (json!({"postLatencyMs": 60_000}), "postLatencyMs"),
+        (json!({"postFailureRate": 2}), "postFailureRate"),
+        (json!({"postFailureStatuses": [418]}), "418"),
+        (json!({"latency": 5}), "unknown field"),
+    ] {
+        let (status, answer) = emulator
+            .call(reqwest::Method::PUT, "/_pushgate/faults", faults.clone())
+            .await;
+        assert_eq!(status, 400, "{faults}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(names), "{faults}: {message}");
+    }
+    assert_eq!(
+        emulator.get_json("/_pushgate/faults").await["faults"]["postLatencyMs"],
+        0,
+        "a refused setting changes nothing"
+    );
+
+    let mut ws = emulator.connect().await;
+    let id = emulator.only_connection_id().await;
+    emulator.set_faults(json!({"postLatencyMs": 200})).await;
+    let started = std::time::Instant::now();
+    let (status, _) = emulator
+        .call(
+            reqwest::Method::POST,
+            &format!("/local/@connections/{id}"),
+            json!({"hello": "late"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(recv_json(&mut ws).await, json!({"hello": "late"}));
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
 async fn missed_disconnects_of_idle_subscribers_are_cleaned_up_by_ttl() {
     let mut functions = Settings::default().functions;
     functions.ttl = Duration::from_secs(3);
