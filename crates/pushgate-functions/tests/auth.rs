@@ -402,8 +402,7 @@ async fn a_user_targeted_notification_reaches_every_tab_of_that_user_only() {
         "time":"2026-11-22T10:00:00Z","detail":{"userId":"alice","entityId":"order:7","message":{"status":"shipped"}}});
     let response = notifier::handle(
         &notifier_deps(&deps, pusher.clone()),
-        sqs_event(&[("m1", event.to_string())]),
-    )
+        sqs_event(&[("m1", event.to_string())]), support::far_deadline())
     .await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(pusher.delivered_to(), vec!["a1", "a2", "a3"]);

@@ -290,7 +290,7 @@ async fn notifier_sample_delivers_removes_gone_and_reports_the_bad_record() {
         serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).unwrap()["id"]
             .clone();
 
-    let response = notifier::handle(&notifier_deps(&deps, pusher.clone()), event).await;
+    let response = notifier::handle(&notifier_deps(&deps, pusher.clone()), event, support::far_deadline()).await;
 
     let failed: Vec<_> = response
         .batch_item_failures
@@ -338,8 +338,7 @@ async fn notifier_retries_throttling_and_5xx_then_reports_the_record() {
 
     let response = notifier::handle(
         &nd,
-        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]),
-    )
+        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]), support::far_deadline())
     .await;
     assert_eq!(
         response.batch_item_failures.len(),
@@ -364,8 +363,7 @@ async fn notifier_retries_throttling_and_5xx_then_reports_the_record() {
     pusher.always.lock().unwrap().remove("down");
     let response = notifier::handle(
         &nd,
-        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]),
-    )
+        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]), support::far_deadline())
     .await;
     assert!(response.batch_item_failures.is_empty());
 }
@@ -396,7 +394,7 @@ async fn notifier_reports_every_undeliverable_record() {
         ("good", eventbridge("ok", "e", json!({"n": 1}))),
     ];
     let response =
-        notifier::handle(&notifier_deps(&deps, pusher.clone()), sqs_event(&records)).await;
+        notifier::handle(&notifier_deps(&deps, pusher.clone()), sqs_event(&records), support::far_deadline()).await;
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()
@@ -455,8 +453,7 @@ async fn notifier_fans_out_across_pages_with_bounded_concurrency() {
     });
     let response = notifier::handle(
         &notifier_deps(&deps, pusher.clone()),
-        sqs_event(&[("m", eventbridge("ev", "big", json!({})))]),
-    )
+        sqs_event(&[("m", eventbridge("ev", "big", json!({})))]), support::far_deadline())
     .await;
     assert!(response.batch_item_failures.is_empty());
     let to = pusher.delivered_to();

@@ -248,7 +248,7 @@ impl Queue {
             }
             let size = event.records.len();
             let started = Instant::now();
-            let response = notifier::handle(&deps, event.clone()).await;
+            let response = notifier::handle(&deps, event.clone(), tokio::time::Instant::now() + std::time::Duration::from_secs(900)).await;
             let failed: Vec<String> = response
                 .batch_item_failures
                 .iter()

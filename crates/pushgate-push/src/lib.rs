@@ -8,6 +8,8 @@
 //! - [`ManagementApiPusher`]: the adapter on `aws-sdk-apigatewaymanagement`,
 //!   pointed at `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`
 //!   or at the local emulator.
+//! - [`queue`]: the [`EventQueue`] port to the notifier's SQS queue and its
+//!   adapter [`SqsQueue`].
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
+
+pub mod queue;
+pub use queue::{EventQueue, QueueError, SqsQueue};
 
 /// Boxed source of a [`PushError::Failed`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

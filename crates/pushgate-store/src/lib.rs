@@ -39,6 +39,10 @@ pub enum StoreError {
         /// The cap.
         max: usize,
     },
+    /// DynamoDB cancelled a transaction because another one touched the same
+    /// items at the same time (`TransactionConflict`). Retrying is safe.
+    #[error("a concurrent transaction touched the same items (TransactionConflict)")]
+    TransactionConflict,
     /// A DynamoDB call failed.
     #[error("DynamoDB {operation} failed")]
     DynamoDb {

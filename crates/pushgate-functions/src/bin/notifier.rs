@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let deps = runtime::notifier_deps().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, Error>(notifier::handle(&deps, event.payload).await)
+        Ok::<_, Error>(notifier::handle(&deps, event.payload, runtime::deadline(&event.context)).await)
     }))
     .await
 }
