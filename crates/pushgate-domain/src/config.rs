@@ -5,6 +5,20 @@
 use std::time::Duration;
 
 use crate::limits::DEFAULT_TTL_SECS;
+use crate::record::Retention;
+
+/// Default `HISTORY_TTL_SECONDS`: a day, so a laptop closed overnight or a
+/// phone in a pocket still resumes; storage is cheap next to writes, and the
+/// writes are the same whatever the TTL.
+pub const DEFAULT_HISTORY_TTL_SECS: i64 = 24 * 60 * 60;
+/// Default `HISTORY_MAX_PER_STREAM`: enough to bridge a reconnect of a busy
+/// stream; more would make a replay slower than reloading state.
+pub const DEFAULT_HISTORY_MAX_PER_STREAM: u64 = 100;
+
+/// Default `JWT_SECRET_REFRESH_SECONDS`: a rotated key reaches every warm
+/// function within 5 minutes, at one SSM read per function instance per
+/// 5 minutes (far below SSM's throughput limit).
+pub const DEFAULT_JWT_SECRET_REFRESH_SECS: u64 = 5 * 60;
 
 /// A configuration value that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +26,16 @@ pub enum ConfigError {
     /// A required variable is not set.
     #[error("{0} must be set")]
     Missing(&'static str),
+    /// A signing key is too short. Unlike `Invalid`, the value is never
+    /// part of the message.
+    #[error("{name}: {source}")]
+    WeakKey {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: crate::auth::KeyError,
+    },
     /// A variable does not parse.
     #[error("{name} must be {expected}, got {value:?}")]
     Invalid {
@@ -72,13 +96,31 @@ pub struct Config {
     pub push_concurrency: usize,
     /// `MAX_SUBSCRIPTIONS_PER_CONNECTION` (default 100).
     pub max_subscriptions: usize,
+    /// `HISTORY_TTL_SECONDS` and `HISTORY_MAX_PER_STREAM`: how long (default
+    /// 24 h) and how many (default 100) notifications each stream keeps for
+    /// clients that resume (see the README for why these defaults).
+    pub retention: Retention,
     /// `AUTH_MODE`: `token` (default) or `anonymous`.
     pub auth_mode: AuthMode,
     /// `JWT_SECRET`: the HS256 signing key itself (local use).
     pub jwt_secret: Option<Secret>,
     /// `JWT_SECRET_PARAMETER`: name of the SSM SecureString holding the key
-    /// (in AWS); read once at start.
+    /// (in AWS); read at start and every `jwt_secret_refresh`.
     pub jwt_secret_parameter: Option<String>,
+    /// `JWT_SECRET_PREVIOUS`: the key the issuer used before the current
+    /// one, accepted too while a rotation is under way (local use).
+    pub jwt_secret_previous: Option<Secret>,
+    /// `JWT_SECRET_PREVIOUS_PARAMETER`: the SSM SecureString holding the
+    /// previous key (in AWS); a parameter that does not exist means no
+    /// rotation is under way.
+    pub jwt_secret_previous_parameter: Option<String>,
+    /// `JWT_AUDIENCE`: when set, tokens must carry it in `aud`; tokens
+    /// minted for another service that shares the key are refused.
+    pub jwt_audience: Option<String>,
+    /// `JWT_SECRET_REFRESH_SECONDS` (default 300): how often the keys are
+    /// re-read from SSM, so a rotation reaches warm functions without a
+    /// deployment.
+    pub jwt_secret_refresh: Duration,
 }
 
 impl Config {
@@ -90,9 +132,17 @@ impl Config {
             management_endpoint: None,
             push_concurrency: 64,
             max_subscriptions: 100,
+            retention: Retention {
+                ttl_secs: DEFAULT_HISTORY_TTL_SECS,
+                max_entries: DEFAULT_HISTORY_MAX_PER_STREAM,
+            },
             auth_mode: AuthMode::Token,
             jwt_secret: None,
             jwt_secret_parameter: None,
+            jwt_secret_previous: None,
+            jwt_secret_previous_parameter: None,
+            jwt_audience: None,
+            jwt_secret_refresh: Duration::from_secs(DEFAULT_JWT_SECRET_REFRESH_SECS),
         }
     }
 
@@ -126,6 +176,12 @@ impl Config {
         if let Some(n) = positive("PUSH_CONCURRENCY")? {
             config.push_concurrency = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        if let Some(secs) = positive("HISTORY_TTL_SECONDS")? {
+            config.retention.ttl_secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        }
+        if let Some(n) = positive("HISTORY_MAX_PER_STREAM")? {
+            config.retention.max_entries = n;
+        }
         if let Some(n) = positive("MAX_SUBSCRIPTIONS_PER_CONNECTION")? {
             config.max_subscriptions = usize::try_from(n).unwrap_or(usize::MAX);
         }
@@ -141,10 +197,29 @@ impl Config {
                 })
             }
         };
-        config.jwt_secret = lookup("JWT_SECRET")
-            .filter(|v| !v.is_empty())
-            .map(Secret::new);
-        config.jwt_secret_parameter = lookup("JWT_SECRET_PARAMETER").filter(|v| !v.is_empty());
+        // Checked here so that a weak key stops the function at start,
+        // not at the first handshake.
+        let key = |name: &'static str| -> Result<Option<Secret>, ConfigError> {
+            let Some(value) = lookup(name).filter(|v| !v.is_empty()) else {
+                return Ok(None);
+            };
+            crate::auth::SigningKey::new(value.as_bytes())
+                .map_err(|source| ConfigError::WeakKey { name, source })?;
+            Ok(Some(Secret::new(value)))
+        };
+        config.jwt_secret = key("JWT_SECRET")?;
+        config.jwt_secret_previous = key("JWT_SECRET_PREVIOUS")?;
+        let named = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        config.jwt_secret_parameter = named("JWT_SECRET_PARAMETER");
+        config.jwt_secret_previous_parameter = named("JWT_SECRET_PREVIOUS_PARAMETER");
+        config.jwt_audience = named("JWT_AUDIENCE");
+        if let Some(secs) = positive("JWT_SECRET_REFRESH_SECONDS")? {
+            config.jwt_secret_refresh = Duration::from_secs(secs);
+        }
         Ok(config)
     }
 }
@@ -187,6 +262,54 @@ mod tests {
             c.management_endpoint.as_deref(),
             Some("http://127.0.0.1:3001/local")
         );
+    }
+
+    #[test]
+    fn reads_the_token_settings() {
+        let key = "k".repeat(32);
+        let previous = "p".repeat(40);
+        let c = from(&[
+            ("TABLE_NAME", "t"),
+            ("JWT_SECRET", &key),
+            ("JWT_SECRET_PREVIOUS", &previous),
+            ("JWT_SECRET_PARAMETER", "/pushgate/jwt-secret"),
+            (
+                "JWT_SECRET_PREVIOUS_PARAMETER",
+                " /pushgate/jwt-secret-previous ",
+            ),
+            ("JWT_AUDIENCE", "pushgate"),
+            ("JWT_SECRET_REFRESH_SECONDS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.jwt_secret, Some(Secret::new(key)));
+        assert_eq!(c.jwt_secret_previous, Some(Secret::new(previous)));
+        assert_eq!(
+            c.jwt_secret_previous_parameter.as_deref(),
+            Some("/pushgate/jwt-secret-previous")
+        );
+        assert_eq!(c.jwt_audience.as_deref(), Some("pushgate"));
+        assert_eq!(c.jwt_secret_refresh, Duration::from_secs(60));
+        let c = from(&[("TABLE_NAME", "t"), ("JWT_AUDIENCE", "")]).unwrap();
+        assert_eq!(c.jwt_audience, None, "empty means no audience required");
+        assert_eq!(c.jwt_secret_refresh, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn refuses_keys_under_256_bits_without_showing_them() {
+        for name in ["JWT_SECRET", "JWT_SECRET_PREVIOUS"] {
+            let err = from(&[("TABLE_NAME", "t"), (name, "hunter2-is-short")]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::WeakKey { name: n, .. } if *n == name),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(name) && message.contains("32"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        assert!(from(&[("TABLE_NAME", "t"), ("JWT_SECRET_REFRESH_SECONDS", "0")]).is_err());
     }
 
     #[test]

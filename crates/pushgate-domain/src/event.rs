@@ -7,6 +7,11 @@ use serde_json::Value;
 
 use crate::ids::{EntityId, IdError, UserId};
 use crate::limits::MAX_MESSAGE_BYTES;
+use crate::record::{StreamHead, StreamKey};
+
+/// Longest epoch a store hands out; [`NotificationEvent::check_size`]
+/// reserves room for it.
+pub const MAX_EPOCH_LEN: usize = 16;
 
 /// Why an event can never be delivered. Every variant is permanent: retrying
 /// the same record gives the same answer, so it belongs in the DLQ.
@@ -74,6 +79,8 @@ struct Envelope<'a> {
     entity_id: Option<&'a EntityId>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a UserId>,
+    seq: u64,
+    epoch: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<&'a str>,
     data: &'a Value,
@@ -111,14 +118,37 @@ impl NotificationEvent {
         })
     }
 
-    /// The `notification` frame, serialised once for every subscriber, or
-    /// [`EventError::TooLarge`] when API Gateway would refuse it.
-    pub fn envelope(&self) -> Result<Vec<u8>, EventError> {
+    /// The streams the event is appended to: its entity's, then its
+    /// user's (see `docs/design.md`, "Sequence numbers").
+    pub fn streams(&self) -> Vec<StreamKey> {
+        self.entity_id
+            .iter()
+            .cloned()
+            .map(StreamKey::Entity)
+            .chain(self.user_id.iter().cloned().map(StreamKey::User))
+            .collect()
+    }
+
+    /// The `notification` frame for `stream` at `position`, serialised once
+    /// for every subscriber, or [`EventError::TooLarge`] when API Gateway
+    /// would refuse it. A frame of a user's stream names the user; one of an
+    /// entity's stream does not, which is how a client tells them apart.
+    pub fn envelope(
+        &self,
+        stream: &StreamKey,
+        position: &StreamHead,
+    ) -> Result<Vec<u8>, EventError> {
+        let user_id = match stream {
+            StreamKey::User(u) => Some(u),
+            StreamKey::Entity(_) => None,
+        };
         let bytes = serde_json::to_vec(&Envelope {
             kind: "notification",
             id: &self.id,
             entity_id: self.entity_id.as_ref(),
-            user_id: self.user_id.as_ref(),
+            user_id,
+            seq: position.seq,
+            epoch: &position.epoch,
             time: self.time.as_deref(),
             data: &self.data,
         })
@@ -130,6 +160,19 @@ impl NotificationEvent {
             });
         }
         Ok(bytes)
+    }
+
+    /// Refuses, before any sequence number is spent on it, an event whose
+    /// frame would exceed API Gateway's limit at any seq and epoch.
+    pub fn check_size(&self) -> Result<(), EventError> {
+        let widest = StreamHead {
+            seq: u64::MAX,
+            epoch: "x".repeat(MAX_EPOCH_LEN),
+        };
+        for stream in self.streams() {
+            self.envelope(&stream, &widest)?;
+        }
+        Ok(())
     }
 }
 
@@ -150,11 +193,17 @@ mod tests {
             "artist:ed-sheeran"
         );
         assert_eq!(event.user_id, None);
-        let envelope: Value = serde_json::from_slice(&event.envelope().unwrap()).unwrap();
+        let head = StreamHead {
+            seq: 42,
+            epoch: "k3v9".into(),
+        };
+        let stream = &event.streams()[0];
+        let envelope: Value =
+            serde_json::from_slice(&event.envelope(stream, &head).unwrap()).unwrap();
         assert_eq!(
             envelope,
             serde_json::json!({"type":"notification","id":"6a7e8feb-b491-4cf7-a9f1-bf3703467718",
-                "entityId":"artist:ed-sheeran","time":"2026-11-22T10:00:00Z",
+                "entityId":"artist:ed-sheeran","seq":42,"epoch":"k3v9","time":"2026-11-22T10:00:00Z",
                 "data":{"tickets":"on sale"}})
         );
     }
@@ -164,11 +213,36 @@ mod tests {
         let body = r#"{"id":"e1","detail":{"userId":"alice","message":"hi"}}"#;
         let event = NotificationEvent::from_eventbridge_json(body).unwrap();
         assert_eq!(event.entity_id, None);
-        let envelope: Value = serde_json::from_slice(&event.envelope().unwrap()).unwrap();
+        let head = StreamHead {
+            seq: 1,
+            epoch: "e".into(),
+        };
+        let streams = event.streams();
+        assert_eq!(
+            streams,
+            vec![StreamKey::User(UserId::new("alice").unwrap())]
+        );
+        let envelope: Value =
+            serde_json::from_slice(&event.envelope(&streams[0], &head).unwrap()).unwrap();
         assert_eq!(
             envelope,
-            serde_json::json!({"type":"notification","id":"e1","userId":"alice","data":"hi"})
+            serde_json::json!({"type":"notification","id":"e1","userId":"alice","seq":1,"epoch":"e","data":"hi"})
         );
+        let both = r#"{"id":"e2","detail":{"userId":"alice","entityId":"order:7","message":1}}"#;
+        let event = NotificationEvent::from_eventbridge_json(both).unwrap();
+        let streams = event.streams();
+        assert_eq!(streams.len(), 2);
+        let entity_frame: Value =
+            serde_json::from_slice(&event.envelope(&streams[0], &head).unwrap()).unwrap();
+        assert_eq!(
+            entity_frame.get("userId"),
+            None,
+            "an entity-stream frame names no user"
+        );
+        let user_frame: Value =
+            serde_json::from_slice(&event.envelope(&streams[1], &head).unwrap()).unwrap();
+        assert_eq!(user_frame["userId"], "alice");
+        assert_eq!(user_frame["entityId"], "order:7");
     }
 
     #[test]
@@ -198,7 +272,7 @@ mod tests {
             "x".repeat(MAX_MESSAGE_BYTES)
         ))
         .unwrap();
-        assert!(matches!(big.envelope(), Err(EventError::TooLarge { .. })));
+        assert!(matches!(big.check_size(), Err(EventError::TooLarge { .. })));
     }
 }
 

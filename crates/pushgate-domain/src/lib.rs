@@ -11,7 +11,7 @@
 //! - [`limits`]: API Gateway's limits that pushgate enforces.
 //! - [`config`]: the configuration every function reads once at start.
 //!
-//! The contract these types follow is `shared/design.md`.
+//! The contract these types follow is `docs/design.md`.
 
 pub mod auth;
 pub mod config;
@@ -25,4 +25,6 @@ pub use config::{AuthMode, Config, ConfigError, Secret};
 pub use event::{EventError, NotificationEvent};
 pub use ids::{ConnectionId, EntityId, IdError, UserId};
 pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
-pub use record::{ConnectionRecord, SubscriptionRecord};
+pub use record::{
+    ConnectionRecord, HistoryEntry, Retention, StreamHead, StreamKey, SubscriptionRecord,
+};

@@ -6,20 +6,48 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ids::{EntityId, IdError};
+use crate::ids::{EntityId, IdError, UserId};
 use crate::limits::{MAX_FRAME_DEPTH, MAX_MESSAGE_BYTES};
 
 /// The actions a client may send, in the order error messages list them.
-pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe", "publish"];
+pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe", "publish", "ping"];
+
+/// Longest `epoch` a client may send back.
+pub const MAX_CLIENT_EPOCH_LEN: usize = 64;
+
+/// Where a resuming client stands in a stream: it has everything up to
+/// `since`, of `epoch` when it knows one (see `docs/design.md`, "Resume").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The last seq the client has.
+    pub since: u64,
+    /// The stream's epoch as the client knows it.
+    pub epoch: Option<String>,
+}
 
 /// A well-formed frame from a client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    /// `{"action":"subscribe","entityId":"…"}`
+    /// `{"action":"subscribe","entityId":"…"}`, with `"since"` (and
+    /// `"epoch"`) to resume.
     Subscribe {
         /// What to subscribe to.
         entity_id: EntityId,
+        /// Replay from here, when resuming.
+        resume: Option<Resume>,
     },
+    /// `{"action":"subscribe","userId":"…","since":…}`: resume the user's
+    /// own stream, which needs no subscription.
+    SubscribeUser {
+        /// The user (must be the connection's).
+        user_id: UserId,
+        /// Replay from here, when resuming.
+        resume: Option<Resume>,
+    },
+    /// `{"action":"ping"}`: answered `pong`. API Gateway answers it itself
+    /// (a mock integration); a function answers it too, cheaply, when a
+    /// deployment routes it to one.
+    Ping,
     /// `{"action":"unsubscribe","entityId":"…"}`
     Unsubscribe {
         /// What to unsubscribe from.
@@ -76,6 +104,16 @@ pub enum ErrorCode {
     TokenExpired,
     /// `publish` without `data`.
     MissingData,
+    /// `since` is not a whole number ≥ 0.
+    InvalidSince,
+    /// `epoch` is not a string of at most 64 bytes.
+    InvalidEpoch,
+    /// `userId` breaks the rules.
+    InvalidUserId,
+    /// `limit` is not a whole number from 1 to 100 (history endpoint).
+    InvalidLimit,
+    /// A history request names neither `entityId` nor `userId`.
+    MissingStream,
     /// Something failed on pushgate's side; the client may retry.
     InternalError,
 }
@@ -102,6 +140,11 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::TokenExpired => "token_expired",
             Self::MissingData => "missing_data",
+            Self::InvalidSince => "invalid_since",
+            Self::InvalidEpoch => "invalid_epoch",
+            Self::InvalidUserId => "invalid_user_id",
+            Self::InvalidLimit => "invalid_limit",
+            Self::MissingStream => "missing_stream",
             Self::InternalError => "internal_error",
         }
     }
@@ -151,6 +194,17 @@ pub enum FrameError {
     /// An invalid `entityId`.
     #[error("invalid entityId: {0}; entityId must be 1 to 256 bytes of UTF-8 without control characters")]
     InvalidEntityId(#[source] IdError),
+    /// An invalid `userId`.
+    #[error("invalid userId: {0}")]
+    InvalidUserId(#[source] IdError),
+    /// `since` is present but not a whole number ≥ 0.
+    #[error("\"since\" must be a whole number ≥ 0: the last seq the client has")]
+    InvalidSince,
+    /// `epoch` is present but not a short string.
+    #[error(
+        "\"epoch\" must be a string of at most {MAX_CLIENT_EPOCH_LEN} bytes, as the server sent it"
+    )]
+    InvalidEpoch,
 }
 
 impl FrameError {
@@ -167,6 +221,9 @@ impl FrameError {
             Self::MissingEntityId => ErrorCode::MissingEntityId,
             Self::MissingData => ErrorCode::MissingData,
             Self::InvalidEntityId(_) => ErrorCode::InvalidEntityId,
+            Self::InvalidUserId(_) => ErrorCode::InvalidUserId,
+            Self::InvalidSince => ErrorCode::InvalidSince,
+            Self::InvalidEpoch => ErrorCode::InvalidEpoch,
         }
     }
 
@@ -247,6 +304,25 @@ fn truncated(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+impl Resume {
+    /// Reads `since` and `epoch` from a frame (or query string, as JSON
+    /// values): `None` when there is no `since`.
+    pub fn read(since: Option<&Value>, epoch: Option<&Value>) -> Result<Option<Self>, FrameError> {
+        let epoch = match epoch {
+            None | Some(Value::Null) => None,
+            Some(Value::String(e)) if e.len() <= MAX_CLIENT_EPOCH_LEN => Some(e.clone()),
+            Some(_) => return Err(FrameError::InvalidEpoch),
+        };
+        match since {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                let since = v.as_u64().ok_or(FrameError::InvalidSince)?;
+                Ok(Some(Self { since, epoch }))
+            }
+        }
+    }
+}
+
 impl ClientFrame {
     /// Parses a frame body as API Gateway hands it to a function.
     pub fn parse(body: Option<&str>) -> Result<Self, FrameError> {
@@ -263,9 +339,23 @@ impl ClientFrame {
             EntityId::new(raw).map_err(FrameError::InvalidEntityId)
         };
         match action {
-            "subscribe" => Ok(Self::Subscribe {
-                entity_id: entity_id()?,
-            }),
+            "subscribe" => {
+                let resume = Resume::read(map.get("since"), map.get("epoch"))?;
+                match (
+                    map.get("entityId"),
+                    map.get("userId").and_then(Value::as_str),
+                ) {
+                    (None, Some(user)) => Ok(Self::SubscribeUser {
+                        user_id: UserId::new(user).map_err(FrameError::InvalidUserId)?,
+                        resume,
+                    }),
+                    _ => Ok(Self::Subscribe {
+                        entity_id: entity_id()?,
+                        resume,
+                    }),
+                }
+            }
+            "ping" => Ok(Self::Ping),
             "unsubscribe" => Ok(Self::Unsubscribe {
                 entity_id: entity_id()?,
             }),
@@ -285,12 +375,26 @@ impl ClientFrame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
-    /// The subscription is stored.
+    /// The subscription is stored (or, for a user stream, the resume is
+    /// accepted); the stream stands at `seq` of `epoch`.
     Subscribed {
-        /// The entity.
-        #[serde(rename = "entityId")]
-        entity_id: EntityId,
+        /// The entity, for an entity stream.
+        #[serde(rename = "entityId", skip_serializing_if = "Option::is_none")]
+        entity_id: Option<EntityId>,
+        /// The user, for a user stream.
+        #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+        user_id: Option<UserId>,
+        /// The last seq given out in the stream (0: none yet).
+        seq: u64,
+        /// The stream's epoch; absent while the stream does not exist.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        /// Only when resuming: whether the replay that follows is complete.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
+    /// The answer to `ping`.
+    Pong,
     /// The subscription is removed.
     Unsubscribed {
         /// The entity.
@@ -348,9 +452,31 @@ mod tests {
         assert_eq!(
             parse(r#"{"action":"subscribe","entityId":"artist:ed-sheeran"}"#),
             Ok(ClientFrame::Subscribe {
-                entity_id: EntityId::new("artist:ed-sheeran").unwrap()
+                entity_id: EntityId::new("artist:ed-sheeran").unwrap(),
+                resume: None,
             })
         );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","entityId":"a","since":41,"epoch":"k3"}"#),
+            Ok(ClientFrame::Subscribe {
+                entity_id: EntityId::new("a").unwrap(),
+                resume: Some(Resume {
+                    since: 41,
+                    epoch: Some("k3".into())
+                }),
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","userId":"alice","since":0}"#),
+            Ok(ClientFrame::SubscribeUser {
+                user_id: UserId::new("alice").unwrap(),
+                resume: Some(Resume {
+                    since: 0,
+                    epoch: None
+                }),
+            })
+        );
+        assert_eq!(parse(r#"{"action":"ping"}"#), Ok(ClientFrame::Ping));
         assert_eq!(
             parse(r#"{"action":"unsubscribe","entityId":"venue:1","extra":true}"#),
             Ok(ClientFrame::Unsubscribe {
@@ -407,6 +533,26 @@ mod tests {
                 Some(r#"{"action":"unsubscribe","entityId":"a\u0000b"}"#),
                 ErrorCode::InvalidEntityId,
             ),
+            (
+                Some(r#"{"action":"subscribe","entityId":"a","since":-1}"#),
+                ErrorCode::InvalidSince,
+            ),
+            (
+                Some(r#"{"action":"subscribe","entityId":"a","since":"4"}"#),
+                ErrorCode::InvalidSince,
+            ),
+            (
+                Some(r#"{"action":"subscribe","entityId":"a","since":1.5}"#),
+                ErrorCode::InvalidSince,
+            ),
+            (
+                Some(r#"{"action":"subscribe","entityId":"a","since":1,"epoch":7}"#),
+                ErrorCode::InvalidEpoch,
+            ),
+            (
+                Some(r#"{"action":"subscribe","userId":""}"#),
+                ErrorCode::InvalidUserId,
+            ),
         ];
         for (body, code) in cases {
             let err = ClientFrame::parse(body).expect_err("must be refused");
@@ -419,7 +565,7 @@ mod tests {
         let err = parse(r#"{"action":"dance"}"#).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("\"dance\"") && msg.contains("subscribe, unsubscribe, publish"),
+            msg.contains("\"dance\"") && msg.contains("subscribe, unsubscribe, publish, ping"),
             "{msg}"
         );
     }
@@ -429,11 +575,27 @@ mod tests {
         let e = EntityId::new("artist:ed-sheeran").unwrap();
         assert_eq!(
             ServerFrame::Subscribed {
-                entity_id: e.clone()
+                entity_id: Some(e.clone()),
+                user_id: None,
+                seq: 0,
+                epoch: None,
+                recovered: None,
             }
             .to_json(),
-            r#"{"type":"subscribed","entityId":"artist:ed-sheeran"}"#
+            r#"{"type":"subscribed","entityId":"artist:ed-sheeran","seq":0}"#
         );
+        assert_eq!(
+            ServerFrame::Subscribed {
+                entity_id: Some(e.clone()),
+                user_id: None,
+                seq: 48,
+                epoch: Some("k3".into()),
+                recovered: Some(true),
+            }
+            .to_json(),
+            r#"{"type":"subscribed","entityId":"artist:ed-sheeran","seq":48,"epoch":"k3","recovered":true}"#
+        );
+        assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(
             ServerFrame::Unsubscribed { entity_id: e }.to_json(),
             r#"{"type":"unsubscribed","entityId":"artist:ed-sheeran"}"#

@@ -1,6 +1,8 @@
 //! The items of the single table and their keys (see the table in
-//! `shared/design.md`): one connection item per connection and one
-//! subscription item per (connection, entity), both under `CONN#<id>`.
+//! `docs/design.md`): one connection item per connection and one
+//! subscription item per (connection, entity), both under `CONN#<id>`; and
+//! per stream (an entity's or a user's notifications) a head, one item per
+//! event id and one history item per sequence number, under `STREAM#…`.
 
 use crate::auth::Scope;
 use crate::ids::{ConnectionId, EntityId, UserId};
@@ -19,6 +21,96 @@ pub const SUBSCRIPTION_SK_PREFIX: &str = "SUB#";
 /// Sort key of the subscription of a connection to `entity_id`.
 pub fn subscription_sk(entity_id: &EntityId) -> String {
     format!("{SUBSCRIPTION_SK_PREFIX}{entity_id}")
+}
+
+/// Sort key of a stream's head (its last seq and its epoch).
+pub const STREAM_HEAD_SK: &str = "HEAD";
+
+/// Prefix of the sort key of a stream's history items.
+pub const HISTORY_SK_PREFIX: &str = "SEQ#";
+
+/// Sort key of the history item holding `seq`: zero-padded so that the sort
+/// key's string order is the numeric order and a Query reads a seq range.
+pub fn history_sk(seq: u64) -> String {
+    format!("{HISTORY_SK_PREFIX}{seq:020}")
+}
+
+/// Sort key of the item that remembers which seq `event_id` was given, so a
+/// redelivered event keeps its number.
+pub fn event_sk(event_id: &str) -> String {
+    format!("EVT#{event_id}")
+}
+
+/// A stream of notifications with its own sequence numbers: an entity's
+/// (what its subscribers get) or a user's (what every connection of the
+/// user gets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamKey {
+    /// The subscribers of an entity.
+    Entity(EntityId),
+    /// The connections of a user.
+    User(UserId),
+}
+
+impl StreamKey {
+    /// The partition key of the stream's items. One letter names the kind,
+    /// so an entity and a user with the same id never share a stream.
+    pub fn pk(&self) -> String {
+        match self {
+            Self::Entity(e) => format!("STREAM#E#{e}"),
+            Self::User(u) => format!("STREAM#U#{u}"),
+        }
+    }
+}
+
+/// Where a stream stands: the last seq given out and the stream's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    /// The last sequence number given out (the first is 1).
+    pub seq: u64,
+    /// Names this incarnation of the stream; a stream that expired and
+    /// started again gets a new one, so a client can tell.
+    pub epoch: String,
+}
+
+/// One retained notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The `notification` frame exactly as it was pushed (JSON text).
+    pub payload: String,
+}
+
+/// How long and how much history a stream keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Lifetime of stream items after their last write, seconds.
+    pub ttl_secs: i64,
+    /// History items kept per stream; older ones are deleted as new ones
+    /// are appended.
+    pub max_entries: u64,
+}
+
+/// Whether a client that has everything up to `since` (of `client_epoch`,
+/// when it knows one) can continue without a hole: the epoch is the
+/// stream's and either nothing happened since or history still holds
+/// `since + 1` (`first_retained` is the lowest retained seq above `since`).
+pub fn is_recovered(
+    head: Option<&StreamHead>,
+    since: u64,
+    client_epoch: Option<&str>,
+    first_retained: Option<u64>,
+) -> bool {
+    let Some(head) = head else {
+        // Nothing was ever published (or the stream expired): a client
+        // that has nothing lost nothing; one that had something did.
+        return since == 0 && client_epoch.is_none();
+    };
+    if client_epoch.is_some_and(|e| e != head.epoch) || since > head.seq {
+        return false;
+    }
+    since == head.seq || first_retained == Some(since + 1)
 }
 
 /// One open WebSocket connection.
@@ -70,6 +162,37 @@ mod tests {
         let e = EntityId::new("artist:ed-sheeran").unwrap();
         assert_eq!(connection_pk(&c), "CONN#Vq2FSfPqIAMCJ1g=");
         assert_eq!(subscription_sk(&e), "SUB#artist:ed-sheeran");
+    }
+
+    #[test]
+    fn stream_keys_sort_history_by_seq() {
+        let e = StreamKey::Entity(EntityId::new("a#b").unwrap());
+        let u = StreamKey::User(UserId::new("a#b").unwrap());
+        assert_eq!(e.pk(), "STREAM#E#a#b");
+        assert_eq!(u.pk(), "STREAM#U#a#b");
+        assert_eq!(history_sk(42), "SEQ#00000000000000000042");
+        assert!(history_sk(9) < history_sk(10));
+        assert!(history_sk(u64::MAX) > history_sk(u64::MAX - 1));
+        assert_eq!(event_sk("ev-1"), "EVT#ev-1");
+    }
+
+    #[test]
+    fn recovered_only_when_nothing_is_missing() {
+        let head = StreamHead {
+            seq: 48,
+            epoch: "k3".into(),
+        };
+        let h = Some(&head);
+        assert!(is_recovered(h, 41, Some("k3"), Some(42)));
+        assert!(is_recovered(h, 41, None, Some(42)));
+        assert!(is_recovered(h, 48, Some("k3"), None));
+        assert!(!is_recovered(h, 41, Some("k3"), Some(43)), "42 expired");
+        assert!(!is_recovered(h, 41, Some("k3"), None), "history empty");
+        assert!(!is_recovered(h, 41, Some("old"), Some(42)), "epoch changed");
+        assert!(!is_recovered(h, 49, Some("k3"), None), "from the future");
+        assert!(is_recovered(None, 0, None, None));
+        assert!(!is_recovered(None, 3, None, None));
+        assert!(!is_recovered(None, 0, Some("k3"), None));
     }
 
     #[test]
