@@ -53,14 +53,20 @@ pub enum ClientFrame {
         /// What to unsubscribe from.
         entity_id: EntityId,
     },
-    /// `{"action":"publish","entityId":"…","data":…}`
+    /// `{"action":"publish","entityId":"…","data":…}`, with `"id"` to make
+    /// a retried publish deduplicable.
     Publish {
         /// Whose subscribers get it.
         entity_id: EntityId,
         /// Any JSON.
         data: Value,
+        /// The client's id for this publish (1–128 of `A–Z a–z 0–9 . _ : -`).
+        id: Option<String>,
     },
 }
+
+/// Longest client-chosen publish `id`.
+pub const MAX_PUBLISH_ID_LEN: usize = 128;
 
 /// Stable, snake_case error codes sent in `error` frames. The message next to
 /// a code is for people and may change; the code does not.
@@ -114,6 +120,8 @@ pub enum ErrorCode {
     InvalidLimit,
     /// A history request names neither `entityId` nor `userId`.
     MissingStream,
+    /// A publish `id` is not 1–128 of `A–Z a–z 0–9 . _ : -`.
+    InvalidPublishId,
     /// Something failed on pushgate's side; the client may retry.
     InternalError,
 }
@@ -145,6 +153,7 @@ impl ErrorCode {
             Self::InvalidUserId => "invalid_user_id",
             Self::InvalidLimit => "invalid_limit",
             Self::MissingStream => "missing_stream",
+            Self::InvalidPublishId => "invalid_publish_id",
             Self::InternalError => "internal_error",
         }
     }
@@ -205,6 +214,9 @@ pub enum FrameError {
         "\"epoch\" must be a string of at most {MAX_CLIENT_EPOCH_LEN} bytes, as the server sent it"
     )]
     InvalidEpoch,
+    /// A publish `id` that is not 1–128 of `A–Z a–z 0–9 . _ : -`.
+    #[error("\"id\" must be a string of 1 to {MAX_PUBLISH_ID_LEN} characters from A-Z a-z 0-9 . _ : -")]
+    InvalidPublishId,
 }
 
 impl FrameError {
@@ -224,6 +236,7 @@ impl FrameError {
             Self::InvalidUserId(_) => ErrorCode::InvalidUserId,
             Self::InvalidSince => ErrorCode::InvalidSince,
             Self::InvalidEpoch => ErrorCode::InvalidEpoch,
+            Self::InvalidPublishId => ErrorCode::InvalidPublishId,
         }
     }
 
@@ -362,7 +375,19 @@ impl ClientFrame {
             "publish" => {
                 let entity_id = entity_id()?;
                 let data = map.remove("data").ok_or(FrameError::MissingData)?;
-                Ok(Self::Publish { entity_id, data })
+                let id = match map.get("id") {
+                    None => None,
+                    Some(Value::String(id))
+                        if (1..=MAX_PUBLISH_ID_LEN).contains(&id.len())
+                            && id.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+                            }) =>
+                    {
+                        Some(id.clone())
+                    }
+                    Some(_) => return Err(FrameError::InvalidPublishId),
+                };
+                Ok(Self::Publish { entity_id, data, id })
             }
             other => Err(FrameError::UnknownAction {
                 action: truncated(other, 64),
@@ -395,6 +420,14 @@ pub enum ServerFrame {
     },
     /// The answer to `ping`.
     Pong,
+    /// A `publish` is on the notifier's queue; delivery follows.
+    Accepted {
+        /// The entity.
+        #[serde(rename = "entityId")]
+        entity_id: EntityId,
+        /// The event id the subscribers' notification will carry.
+        id: String,
+    },
     /// The subscription is removed.
     Unsubscribed {
         /// The entity.
