@@ -1,5 +1,6 @@
-//! The DynamoDB adapter: the single-table design of `shared/design.md` on
-//! `aws-sdk-dynamodb`. Subscriptions are written in one conditional
+//! The DynamoDB adapter: the single-table design of `docs/design.md` on
+//! `aws-sdk-dynamodb`. Appends to a stream are one conditional transaction
+//! guarded by the head's previous seq (see "Sequence numbers" there). Subscriptions are written in one conditional
 //! transaction with a check on the connection item, so a `subscribe` racing
 //! `$disconnect` leaves no orphan; every multi-item read pages through
 //! `LastEvaluatedKey`; deletes go through BatchWriteItem in chunks of 25,
@@ -12,18 +13,26 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, DeleteRequest,
-    GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection,
+    ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use pushgate_domain::auth::Scope;
 use pushgate_domain::record::{
-    connection_pk, is_live, subscription_sk, CONNECTION_SK, SUBSCRIPTION_SK_PREFIX,
+    connection_pk, event_sk, history_sk, is_live, subscription_sk, CONNECTION_SK,
+    HISTORY_SK_PREFIX, STREAM_HEAD_SK, SUBSCRIPTION_SK_PREFIX,
 };
-use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
+use pushgate_domain::{
+    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    SubscriptionRecord, UserId,
+};
 
-use crate::{ConnectionStore, StoreError, SubscriberPage};
+use crate::{
+    append_backoff, Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage,
+    APPEND_ATTEMPTS,
+};
 
 /// Name of the index from an entity to its subscribers.
 pub const BY_ENTITY_INDEX: &str = "byEntity";
@@ -89,6 +98,53 @@ fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, Stor
         operation: "CreateTable",
         source: Box::new(e),
     })
+}
+
+fn get_u64(item: &Item, name: &str) -> Result<u64, StoreError> {
+    u64::try_from(get_n(item, name)?)
+        .map_err(|_| StoreError::Malformed(format!("{name} is negative")))
+}
+
+/// The seq and epoch an item (head or event place) holds, if it is live.
+fn position(item: Option<&Item>, now: i64) -> Result<Option<StreamHead>, StoreError> {
+    let Some(item) = item else {
+        return Ok(None);
+    };
+    if !is_live(get_n(item, "expiresAt")?, now) {
+        return Ok(None);
+    }
+    Ok(Some(StreamHead {
+        seq: get_u64(item, "seq")?,
+        epoch: get_s(item, "epoch")?.to_owned(),
+    }))
+}
+
+/// Why a transaction was cancelled, sorted by what to do next.
+enum Cancelled {
+    /// Another append won (its condition failed) or the transaction
+    /// conflicted: read again and retry.
+    Retry,
+    /// Anything else.
+    Other(SdkError<TransactWriteItemsError>),
+}
+
+fn cancelled(e: SdkError<TransactWriteItemsError>) -> Cancelled {
+    let retry = match &e {
+        SdkError::ServiceError(se) => match se.err() {
+            TransactWriteItemsError::TransactionCanceledException(c) => c
+                .cancellation_reasons()
+                .iter()
+                .any(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "TransactionConflict"))),
+            TransactWriteItemsError::TransactionInProgressException(_) => true,
+            _ => false,
+        },
+        _ => false,
+    };
+    if retry {
+        Cancelled::Retry
+    } else {
+        Cancelled::Other(e)
+    }
 }
 
 fn malformed(e: pushgate_domain::IdError) -> StoreError {
@@ -372,8 +428,266 @@ impl DynamoDbStore {
     }
 }
 
+impl DynamoDbStore {
+    /// The head and the event's place, in one consistent BatchGetItem.
+    async fn head_and_event(
+        &self,
+        pk: &str,
+        event_id: &str,
+    ) -> Result<(Option<Item>, Option<Item>), StoreError> {
+        let key = |sk: String| Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
+        let keys = built(
+            KeysAndAttributes::builder()
+                .keys(key(STREAM_HEAD_SK.to_owned()))
+                .keys(key(event_sk(event_id)))
+                .consistent_read(true)
+                .build(),
+        )?;
+        let mut request = Some(keys);
+        let (mut head, mut event) = (None, None);
+        // BatchGetItem may leave keys unprocessed under load; ask again.
+        for attempt in 0..BATCH_ATTEMPTS {
+            let Some(keys) = request.take() else { break };
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys)
+                .send()
+                .await
+                .map_err(sdk_error("BatchGetItem"))?;
+            for item in out
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                if get_s(&item, "sk")? == STREAM_HEAD_SK {
+                    head = Some(item);
+                } else {
+                    event = Some(item);
+                }
+            }
+            request = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        if request.is_some() {
+            return Err(StoreError::Unprocessed {
+                remaining: 1,
+                attempts: BATCH_ATTEMPTS,
+            });
+        }
+        Ok((head, event))
+    }
+
+    /// One attempt at appending: `Ok(None)` when another append won.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_append(
+        &self,
+        pk: &str,
+        event_id: &str,
+        retention: Retention,
+        now: i64,
+        new_epoch: &str,
+        payload: PayloadFn<'_>,
+    ) -> Result<Option<Appended>, StoreError> {
+        let (head, event) = self.head_and_event(pk, event_id).await?;
+        if let Some(position) = position(event.as_ref(), now)? {
+            let payload = payload(&position).map_err(StoreError::Payload)?;
+            return Ok(Some(Appended {
+                position,
+                payload,
+                fresh: false,
+            }));
+        }
+        let previous = position(head.as_ref(), now)?;
+        let next = match &previous {
+            Some(h) => StreamHead {
+                seq: h.seq + 1,
+                epoch: h.epoch.clone(),
+            },
+            None => StreamHead {
+                seq: 1,
+                epoch: new_epoch.to_owned(),
+            },
+        };
+        let frame = payload(&next).map_err(StoreError::Payload)?;
+        let expires_at = now.saturating_add(retention.ttl_secs);
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::DynamoDb {
+            operation: "TransactWriteItems",
+            source: Box::new(e),
+        };
+        let seq = |v: u64| AttributeValue::N(v.to_string());
+        // The head moves from `previous` to `next` only if nobody moved it
+        // first; a missing or expired head may be (re)created.
+        let head_put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s(STREAM_HEAD_SK))
+            .item("seq", seq(next.seq))
+            .item("epoch", s(&next.epoch))
+            .item("expiresAt", n(expires_at))
+            .expression_attribute_names("#exp", "expiresAt")
+            .expression_attribute_values(":now", n(now));
+        let head_put = match &previous {
+            Some(h) => head_put
+                .condition_expression("#seq = :prev AND #exp > :now")
+                .expression_attribute_names("#seq", "seq")
+                .expression_attribute_values(":prev", seq(h.seq)),
+            None => head_put.condition_expression("attribute_not_exists(pk) OR #exp <= :now"),
+        }
+        .build()
+        .map_err(build)?;
+        let event_put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s(event_sk(event_id)))
+            .item("seq", seq(next.seq))
+            .item("epoch", s(&next.epoch))
+            .item("expiresAt", n(expires_at))
+            .condition_expression("attribute_not_exists(pk) OR #exp <= :now")
+            .expression_attribute_names("#exp", "expiresAt")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(build)?;
+        let history_put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s(history_sk(next.seq)))
+            .item("eventId", s(event_id))
+            .item("payload", s(&frame))
+            .item("expiresAt", n(expires_at))
+            .build()
+            .map_err(build)?;
+        let mut transaction = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(head_put).build())
+            .transact_items(TransactWriteItem::builder().put(event_put).build())
+            .transact_items(TransactWriteItem::builder().put(history_put).build());
+        if let Some(old) = next.seq.checked_sub(retention.max_entries).filter(|o| *o > 0) {
+            let trim = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(history_sk(old)))
+                .build()
+                .map_err(build)?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().delete(trim).build());
+        }
+        match transaction.send().await {
+            Ok(_) => Ok(Some(Appended {
+                position: next,
+                payload: frame,
+                fresh: true,
+            })),
+            Err(e) => match cancelled(e) {
+                Cancelled::Retry => Ok(None),
+                Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(e)),
+            },
+        }
+    }
+}
+
 #[async_trait]
 impl ConnectionStore for DynamoDbStore {
+    async fn append(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        retention: Retention,
+        now: i64,
+        new_epoch: &str,
+        payload: PayloadFn<'_>,
+    ) -> Result<Appended, StoreError> {
+        let pk = stream.pk();
+        for attempt in 1..=APPEND_ATTEMPTS {
+            if attempt > 1 {
+                tokio::time::sleep(append_backoff(attempt)).await;
+            }
+            if let Some(appended) = self
+                .try_append(&pk, event_id, retention, now, new_epoch, payload)
+                .await?
+            {
+                return Ok(appended);
+            }
+        }
+        Err(StoreError::Contended {
+            stream: pk,
+            attempts: APPEND_ATTEMPTS,
+        })
+    }
+
+    async fn stream_head(
+        &self,
+        stream: &StreamKey,
+        now: i64,
+    ) -> Result<Option<StreamHead>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(stream.pk()))
+            .key("sk", s(STREAM_HEAD_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error("GetItem"))?;
+        position(out.item.as_ref(), now)
+    }
+
+    async fn history(
+        &self,
+        stream: &StreamKey,
+        after: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        // The filter drops expired items after Limit is applied, so a page
+        // may come back short while more remain: keep reading.
+        while entries.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("expiresAt > :now")
+                .expression_attribute_values(":pk", s(stream.pk()))
+                .expression_attribute_values(":from", s(history_sk(after.saturating_add(1))))
+                .expression_attribute_values(":to", s(history_sk(u64::MAX)))
+                .expression_attribute_values(":now", n(now))
+                .projection_expression("sk, payload")
+                .consistent_read(true)
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error("Query"))?;
+            for item in out.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?;
+                let seq = sk
+                    .strip_prefix(HISTORY_SK_PREFIX)
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| StoreError::Malformed(format!("history key {sk}")))?;
+                entries.push(HistoryEntry {
+                    seq,
+                    payload: get_s(&item, "payload")?.to_owned(),
+                });
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                break;
+            }
+        }
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
     async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
         self.client
             .put_item()

@@ -1,4 +1,5 @@
-//! Where connections and subscriptions live.
+//! Where connections, subscriptions and notification streams (sequence
+//! numbers and history) live.
 //!
 //! # Layout
 //!
@@ -8,19 +9,30 @@
 //! - [`MemoryStore`] (`memory.rs`): the embedded adapter used by the local
 //!   emulator and by tests that need no server.
 //!
-//! Both adapters follow `shared/design.md` and pass the same test suite
+//! Both adapters follow `docs/design.md` and pass the same test suite
 //! (`tests/store_suite.rs`). Every read takes `now` (epoch seconds) and
 //! ignores items whose `expiresAt` has passed, because DynamoDB removes them
 //! only lazily.
 
 use async_trait::async_trait;
-use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
+use pushgate_domain::{
+    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    SubscriptionRecord, UserId,
+};
 
 mod dynamodb;
 mod memory;
 
 pub use dynamodb::{DynamoDbStore, BY_ENTITY_INDEX, BY_USER_INDEX};
 pub use memory::MemoryStore;
+
+/// The jittered wait before attempt `attempt` (1-based) of an append that
+/// lost to another: short, because the winner is already done.
+pub(crate) fn append_backoff(attempt: u32) -> std::time::Duration {
+    use rand::Rng;
+    let ceiling = 5u64 << attempt.min(6);
+    std::time::Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling))
+}
 
 /// Boxed error from the DynamoDB SDK, kept as the source of a [`StoreError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -63,7 +75,37 @@ pub enum StoreError {
     /// An item in the table does not have the shape the design gives it.
     #[error("malformed item: {0}")]
     Malformed(String),
+    /// The caller could not build the payload of a history item.
+    #[error("could not build the notification to keep as history")]
+    Payload(#[source] BoxError),
+    /// Appending to a stream kept losing to concurrent appends.
+    #[error("appending to stream {stream} lost {attempts} times to concurrent appends")]
+    Contended {
+        /// The stream's partition key.
+        stream: String,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
+
+/// Builds the frame kept as history for an event at a stream position.
+pub type PayloadFn<'a> = &'a (dyn Fn(&StreamHead) -> Result<String, BoxError> + Send + Sync);
+
+/// An event's place in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's seq and the stream's epoch.
+    pub position: StreamHead,
+    /// The frame for this position (as kept in history).
+    pub payload: String,
+    /// `false` when the event already had its place (a redelivery).
+    pub fresh: bool,
+}
+
+/// Attempts at appending to a stream before [`StoreError::Contended`]. Each
+/// lost attempt means another event got its number, so this bounds the
+/// wait under a burst, not the throughput.
+pub const APPEND_ATTEMPTS: u32 = 12;
 
 /// One page of an entity's subscribers or of a user's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,6 +166,39 @@ pub trait ConnectionStore: Send + Sync {
         after: Option<&ConnectionId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError>;
+
+    /// Gives `event_id` the next seq of `stream` and keeps `payload` for it
+    /// as history (at most `retention.max_entries`, for
+    /// `retention.ttl_secs`), or returns the place it was given before. A
+    /// stream that does not exist (or expired) starts at seq 1 with
+    /// `new_epoch`. Concurrent appends never share a seq or leave a hole.
+    async fn append(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        retention: Retention,
+        now: i64,
+        new_epoch: &str,
+        payload: PayloadFn<'_>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Where `stream` stands; `None` when nothing was ever appended (or it
+    /// expired).
+    async fn stream_head(
+        &self,
+        stream: &StreamKey,
+        now: i64,
+    ) -> Result<Option<StreamHead>, StoreError>;
+
+    /// Up to `limit` retained notifications of `stream` with seq > `after`,
+    /// in seq order.
+    async fn history(
+        &self,
+        stream: &StreamKey,
+        after: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// One page of at most `limit` live connections of `user_id` (the
     /// `byUser` index), in connection id order, starting after `after`.

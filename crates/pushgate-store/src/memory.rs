@@ -7,9 +7,23 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use pushgate_domain::record::is_live;
-use pushgate_domain::{ConnectionId, ConnectionRecord, EntityId, SubscriptionRecord, UserId};
+use pushgate_domain::{
+    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    SubscriptionRecord, UserId,
+};
 
-use crate::{ConnectionStore, StoreError, SubscriberPage};
+use crate::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage};
+
+/// One stream's items: the head, each event's place, the history.
+#[derive(Default)]
+struct Stream {
+    /// seq, epoch, expiresAt.
+    head: Option<(StreamHead, i64)>,
+    /// event id → (seq, epoch, expiresAt).
+    events: HashMap<String, (StreamHead, i64)>,
+    /// seq → (payload, expiresAt).
+    history: BTreeMap<u64, (String, i64)>,
+}
 
 #[derive(Default)]
 struct State {
@@ -18,6 +32,8 @@ struct State {
     subscriptions: BTreeMap<(ConnectionId, EntityId), SubscriptionRecord>,
     /// (entity, connection) → expiresAt: the `byEntity` index.
     by_entity: BTreeMap<(EntityId, ConnectionId), i64>,
+    /// The `STREAM#…` items.
+    streams: HashMap<StreamKey, Stream>,
 }
 
 /// A [`ConnectionStore`] held in process memory.
@@ -60,17 +76,116 @@ impl MemoryStore {
             connections,
             subscriptions,
             by_entity,
+            streams,
         } = &mut *state;
-        let before = connections.len() + subscriptions.len();
+        let count = |streams: &HashMap<StreamKey, Stream>| -> usize {
+            streams
+                .values()
+                .map(|s| usize::from(s.head.is_some()) + s.events.len() + s.history.len())
+                .sum()
+        };
+        let before = connections.len() + subscriptions.len() + count(streams);
         connections.retain(|_, c| is_live(c.expires_at, now));
         subscriptions.retain(|_, s| is_live(s.expires_at, now));
         by_entity.retain(|_, expires_at| is_live(*expires_at, now));
-        before - connections.len() - subscriptions.len()
+        for stream in streams.values_mut() {
+            if stream.head.as_ref().is_some_and(|(_, e)| !is_live(*e, now)) {
+                stream.head = None;
+            }
+            stream.events.retain(|_, (_, e)| is_live(*e, now));
+            stream.history.retain(|_, (_, e)| is_live(*e, now));
+        }
+        streams.retain(|_, s| s.head.is_some() || !s.history.is_empty() || !s.events.is_empty());
+        before - connections.len() - subscriptions.len() - count(streams)
     }
 }
 
 #[async_trait]
 impl ConnectionStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        retention: Retention,
+        now: i64,
+        new_epoch: &str,
+        payload: PayloadFn<'_>,
+    ) -> Result<Appended, StoreError> {
+        // One lock around read-and-write: what DynamoDB's conditional
+        // transaction guarantees, a mutex guarantees here.
+        let mut state = self.lock();
+        let s = state.streams.entry(stream.clone()).or_default();
+        if let Some((position, _)) = s.events.get(event_id).filter(|(_, e)| is_live(*e, now)) {
+            let position = position.clone();
+            let payload = payload(&position).map_err(StoreError::Payload)?;
+            return Ok(Appended {
+                position,
+                payload,
+                fresh: false,
+            });
+        }
+        let expires_at = now.saturating_add(retention.ttl_secs);
+        let position = match s.head.as_ref().filter(|(_, e)| is_live(*e, now)) {
+            Some((head, _)) => StreamHead {
+                seq: head.seq + 1,
+                epoch: head.epoch.clone(),
+            },
+            None => StreamHead {
+                seq: 1,
+                epoch: new_epoch.to_owned(),
+            },
+        };
+        let frame = payload(&position).map_err(StoreError::Payload)?;
+        s.head = Some((position.clone(), expires_at));
+        s.events
+            .insert(event_id.to_owned(), (position.clone(), expires_at));
+        s.history.insert(position.seq, (frame.clone(), expires_at));
+        if let Some(old) = position.seq.checked_sub(retention.max_entries) {
+            s.history.remove(&old);
+        }
+        Ok(Appended {
+            position,
+            payload: frame,
+            fresh: true,
+        })
+    }
+
+    async fn stream_head(
+        &self,
+        stream: &StreamKey,
+        now: i64,
+    ) -> Result<Option<StreamHead>, StoreError> {
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .and_then(|s| s.head.as_ref())
+            .filter(|(_, e)| is_live(*e, now))
+            .map(|(head, _)| head.clone()))
+    }
+
+    async fn history(
+        &self,
+        stream: &StreamKey,
+        after: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let state = self.lock();
+        let Some(s) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.history
+            .range(after.saturating_add(1)..)
+            .filter(|(_, (_, e))| is_live(*e, now))
+            .take(limit)
+            .map(|(seq, (payload, _))| HistoryEntry {
+                seq: *seq,
+                payload: payload.clone(),
+            })
+            .collect())
+    }
+
     async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
         self.lock()
             .connections

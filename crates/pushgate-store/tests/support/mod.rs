@@ -1,3 +1,9 @@
+//! Transitional: no longer used by this crate's tests, which use
+//! `pushgate_testkit::Moto`. Kept only because
+//! `crates/pushgate-local/tests/trust.rs` includes this file by `#[path]`;
+//! delete it once that test uses `pushgate_testkit` (same API: `Moto::start()`,
+//! `.endpoint`, `.dynamodb()`).
+//!
 //! Test support: a real DynamoDB-compatible server (moto's server mode)
 //! started on 127.0.0.1 for the duration of a test.
 
