@@ -31,6 +31,8 @@ export interface StateEvent {
   reason?: string;
   /** The connection's serial number (when open). */
   connection?: number;
+  /** The subprotocol the server chose (when open; "" for none). */
+  protocol?: string;
 }
 
 /**
@@ -221,7 +223,7 @@ export declare class PushgateClient {
   subscribe<T = unknown>(entityId: string, handler: (notification: Notification<T>) => void, options?: SubscribeOptions): Subscription;
   onUser<T = unknown>(handler: (notification: Notification<T>) => void): UserSubscription;
   publish(entityId: string, data: unknown, options?: PublishOptions): Promise<{ type: "accepted" | "published"; entityId: string; id: string; [k: string]: unknown }>;
-  send(frame: Record<string, unknown>): boolean;
+  send(frame: Record<string, unknown> | string): boolean;
   reconnect(): void;
   close(): void;
 }

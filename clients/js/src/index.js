@@ -246,7 +246,7 @@ export class PushgateClient {
     });
   }
 
-  /** Sends a raw frame on the current connection; false when not connected. */
+  /** Sends a raw frame (an object, or text as is) on the current connection; false when not connected. */
   send(frame) {
     const conn = this._primary?.open ? this._primary : null;
     if (!conn) return false;
@@ -349,11 +349,12 @@ export class PushgateClient {
     this._clearGapTimer(stream);
     if (stream.kind === "entity") {
       for (const conn of [this._primary, this._candidate]) {
-        if (conn?.open) {
-          conn.acked.delete(stream.key);
-          conn.pending.delete(stream.key);
-          this._send(conn, { action: "unsubscribe", entityId: stream.id });
-        }
+        if (!conn?.open) continue;
+        const held = conn.acked.has(stream.key) || conn.pending.has(stream.key);
+        conn.acked.delete(stream.key);
+        conn.pending.delete(stream.key);
+        // Nothing to undo for a subscription the server refused.
+        if (held && !stream.failed) this._send(conn, { action: "unsubscribe", entityId: stream.id });
       }
     }
   }
@@ -727,7 +728,7 @@ export class PushgateClient {
   }
 
   _primaryReady(conn) {
-    if (!this._polling) this._setState("open", { connection: conn.id });
+    if (!this._polling) this._setState("open", { connection: conn.id, protocol: conn.protocol });
     for (const s of this._streams.values()) this._sendSubscribe(conn, s);
     if (this._userHandlers?.size) {
       const us = this._userStream();
@@ -756,7 +757,14 @@ export class PushgateClient {
   }
 
   _send(conn, frame) {
-    const text = JSON.stringify(frame);
+    const text = typeof frame === "string" ? frame : JSON.stringify(frame);
+    if (typeof frame === "string") {
+      try {
+        frame = JSON.parse(frame);
+      } catch {
+        frame = null;
+      }
+    }
     try {
       conn.ws.send(text);
     } catch (e) {
@@ -854,7 +862,7 @@ export class PushgateClient {
     if (this._polling) {
       this._stopPolling();
     }
-    this._setState("open", { connection: conn.id });
+    this._setState("open", { connection: conn.id, protocol: conn.protocol });
   }
 
   _onErrorFrame(conn, f) {
