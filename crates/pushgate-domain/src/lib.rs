@@ -26,5 +26,5 @@ pub use event::{EventError, NotificationEvent};
 pub use ids::{ConnectionId, EntityId, IdError, UserId};
 pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 pub use record::{
-    ConnectionRecord, HistoryEntry, Retention, StreamHead, StreamKey, SubscriptionRecord,
+    ConnectionRecord, DeliveryProgress, HistoryEntry, Retention, StreamHead, StreamKey, SubscriptionRecord,
 };

@@ -82,6 +82,24 @@ pub struct HistoryEntry {
     pub payload: String,
 }
 
+/// What an earlier attempt at delivering an event to a stream's
+/// connections left to do, kept with the event's place so that a
+/// redelivered record pushes only to connections that did not get it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryProgress {
+    /// Connections whose push failed, or was cut off, last time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry: Vec<String>,
+    /// Where reading subscribers resumes: every connection up to and
+    /// including this one was pushed or is in `retry`. `None` with
+    /// `finished` false means from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<String>,
+    /// Every subscriber was read; only `retry` is left.
+    #[serde(default)]
+    pub read_all: bool,
+}
+
 /// How long and how much history a stream keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

@@ -25,7 +25,7 @@ use pushgate_domain::record::{
     HISTORY_SK_PREFIX, STREAM_HEAD_SK, SUBSCRIPTION_SK_PREFIX,
 };
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
     SubscriptionRecord, UserId,
 };
 
@@ -497,10 +497,17 @@ impl DynamoDbStore {
         let (head, event) = self.head_and_event(pk, event_id).await?;
         if let Some(position) = position(event.as_ref(), now)? {
             let payload = payload(&position).map_err(StoreError::Payload)?;
+            let progress = event
+                .as_ref()
+                .and_then(|item| opt_s(item, "progress"))
+                .map(|json| serde_json::from_str::<DeliveryProgress>(&json))
+                .transpose()
+                .map_err(|e| StoreError::Malformed(format!("progress: {e}")))?;
             return Ok(Some(Appended {
                 position,
                 payload,
                 fresh: false,
+                progress,
             }));
         }
         let previous = position(head.as_ref(), now)?;
@@ -583,6 +590,7 @@ impl DynamoDbStore {
                 position: next,
                 payload: frame,
                 fresh: true,
+                progress: None,
             })),
             Err(e) => match cancelled(e) {
                 Cancelled::Retry => Ok(None),
@@ -619,6 +627,35 @@ impl ConnectionStore for DynamoDbStore {
             stream: pk,
             attempts: APPEND_ATTEMPTS,
         })
+    }
+
+    async fn save_progress(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        progress: &DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(progress)
+            .map_err(|e| StoreError::Malformed(format!("progress: {e}")))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(stream.pk()))
+            .key("sk", s(event_sk(event_id)))
+            .update_expression("SET progress = :p")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":p", s(json))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The event's place expired: a redelivery starts over.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("UpdateItem")(e)),
+        }
     }
 
     async fn stream_head(

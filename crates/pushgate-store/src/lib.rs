@@ -16,7 +16,7 @@
 
 use async_trait::async_trait;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
     SubscriptionRecord, UserId,
 };
 
@@ -100,6 +100,8 @@ pub struct Appended {
     pub payload: String,
     /// `false` when the event already had its place (a redelivery).
     pub fresh: bool,
+    /// What an earlier, unfinished delivery left to do (redeliveries only).
+    pub progress: Option<DeliveryProgress>,
 }
 
 /// Attempts at appending to a stream before [`StoreError::Contended`]. Each
@@ -181,6 +183,15 @@ pub trait ConnectionStore: Send + Sync {
         new_epoch: &str,
         payload: PayloadFn<'_>,
     ) -> Result<Appended, StoreError>;
+
+    /// Remembers what a delivery of `event_id` to `stream` left to do, for
+    /// the redelivery of its record (see [`Appended::progress`]).
+    async fn save_progress(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        progress: &DeliveryProgress,
+    ) -> Result<(), StoreError>;
 
     /// Where `stream` stands; `None` when nothing was ever appended (or it
     /// expired).

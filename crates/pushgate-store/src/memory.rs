@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use pushgate_domain::record::is_live;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
     SubscriptionRecord, UserId,
 };
 
@@ -19,8 +19,8 @@ use crate::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage};
 struct Stream {
     /// seq, epoch, expiresAt.
     head: Option<(StreamHead, i64)>,
-    /// event id → (seq, epoch, expiresAt).
-    events: HashMap<String, (StreamHead, i64)>,
+    /// event id → (seq and epoch, expiresAt, delivery progress).
+    events: HashMap<String, (StreamHead, i64, Option<DeliveryProgress>)>,
     /// seq → (payload, expiresAt).
     history: BTreeMap<u64, (String, i64)>,
 }
@@ -92,7 +92,7 @@ impl MemoryStore {
             if stream.head.as_ref().is_some_and(|(_, e)| !is_live(*e, now)) {
                 stream.head = None;
             }
-            stream.events.retain(|_, (_, e)| is_live(*e, now));
+            stream.events.retain(|_, (_, e, _)| is_live(*e, now));
             stream.history.retain(|_, (_, e)| is_live(*e, now));
         }
         streams.retain(|_, s| s.head.is_some() || !s.history.is_empty() || !s.events.is_empty());
@@ -115,13 +115,16 @@ impl ConnectionStore for MemoryStore {
         // transaction guarantees, a mutex guarantees here.
         let mut state = self.lock();
         let s = state.streams.entry(stream.clone()).or_default();
-        if let Some((position, _)) = s.events.get(event_id).filter(|(_, e)| is_live(*e, now)) {
-            let position = position.clone();
+        if let Some((position, _, progress)) =
+            s.events.get(event_id).filter(|(_, e, _)| is_live(*e, now))
+        {
+            let (position, progress) = (position.clone(), progress.clone());
             let payload = payload(&position).map_err(StoreError::Payload)?;
             return Ok(Appended {
                 position,
                 payload,
                 fresh: false,
+                progress,
             });
         }
         let expires_at = now.saturating_add(retention.ttl_secs);
@@ -138,7 +141,7 @@ impl ConnectionStore for MemoryStore {
         let frame = payload(&position).map_err(StoreError::Payload)?;
         s.head = Some((position.clone(), expires_at));
         s.events
-            .insert(event_id.to_owned(), (position.clone(), expires_at));
+            .insert(event_id.to_owned(), (position.clone(), expires_at, None));
         s.history.insert(position.seq, (frame.clone(), expires_at));
         if let Some(old) = position.seq.checked_sub(retention.max_entries) {
             s.history.remove(&old);
@@ -147,7 +150,25 @@ impl ConnectionStore for MemoryStore {
             position,
             payload: frame,
             fresh: true,
+            progress: None,
         })
+    }
+
+    async fn save_progress(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        progress: &DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(event) = state
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.events.get_mut(event_id))
+        {
+            event.2 = Some(progress.clone());
+        }
+        Ok(())
     }
 
     async fn stream_head(

@@ -7,7 +7,7 @@
 
 use pushgate_domain::auth::{Grant, Role, Scope};
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
     SubscriptionRecord, UserId,
 };
 use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
@@ -345,8 +345,26 @@ async fn stream_suite(store: &dyn ConnectionStore) {
 
     assert_eq!(append(store, &artist, "ev-1", NOW).await, (1, "ep1".into(), true));
     assert_eq!(append(store, &artist, "ev-2", NOW).await, (2, "ep1".into(), true));
-    // A redelivered event keeps its place and nothing moves.
+    // A redelivered event keeps its place and nothing moves; it carries
+    // what the last delivery left to do.
     assert_eq!(append(store, &artist, "ev-1", NOW).await, (1, "ep1".into(), false));
+    let progress = DeliveryProgress {
+        retry: vec!["c-7".into()],
+        resume_after: Some("c-9".into()),
+        read_all: false,
+    };
+    store.save_progress(&artist, "ev-1", &progress).await.unwrap();
+    let again = store
+        .append(&artist, "ev-1", retention(5), NOW, "ep1", &frame)
+        .await
+        .unwrap();
+    assert_eq!((again.position.seq, again.fresh), (1, false));
+    assert_eq!(again.progress, Some(progress));
+    // Saving progress for an unknown event is harmless.
+    store
+        .save_progress(&artist, "never", &DeliveryProgress::default())
+        .await
+        .unwrap();
     assert_eq!(append(store, &artist, "ev-3", NOW).await, (3, "ep1".into(), true));
     // A user's stream with the same id is another stream.
     assert_eq!(append(store, &alice, "ev-1", NOW).await, (1, "ep1".into(), true));
