@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The browser test: drives the emulator's demo page in Debian's chromium
-# through playwright-core (which never downloads a browser of its own).
+# The browser tests: the emulator's demo page (demo.test.mjs) and
+# @pushgate/client (clients/js) in Debian's chromium through playwright-core
+# (which never downloads a browser of its own), and the same client in Node
+# (node-client.test.mjs), against the emulator.
 #
 # Self-sufficient and idempotent on a fresh machine (run as root):
 #   1. installs Debian's chromium when /usr/bin/chromium is missing;
@@ -8,9 +10,12 @@
 #      package-lock.json changed since the last install (npm ci);
 #   3. builds target/debug/pushgate-local when it is missing or older than
 #      its sources (cargo build --workspace --all-targets);
-#   4. starts the emulator on a free port on 127.0.0.1 and always stops it
-#      (by PID) on exit;
-#   5. runs the test (node --test), which prints "N passed, N failed".
+#   4. starts the emulator on a free port on 127.0.0.1 for the demo page test
+#      and always stops it (by PID) on exit; the client tests start their own
+#      emulators (each with the flags it needs: --max-duration-secs,
+#      --idle-timeout-secs, fault injection, a DynamoDB endpoint on moto) and
+#      stop them by PID (emulator.mjs);
+#   5. runs the tests (node --test), which prints "N passed, N failed".
 #
 # Run from anywhere; scripts/test runs it from the repository root.
 set -euo pipefail
@@ -126,11 +131,14 @@ say "emulator (pid $emulator_pid) at $base/"
 # "N passed, N failed".
 cd "$here"
 status=0
-PUSHGATE_URL="$base/" CHROMIUM="$chromium" \
-  node --test --test-concurrency=1 --test-timeout=300000 \
+# The client tests need moto for the DynamoDB restart case: MOTO_SERVER
+# (scripts/test sets it), .venv/bin/moto_server, or moto_server on PATH;
+# without one that case is skipped.
+PUSHGATE_URL="$base/" CHROMIUM="$chromium" PUSHGATE_EMULATOR="$emulator" \
+  node --experimental-websocket --test --test-concurrency=1 --test-timeout=300000 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$work/report.tap" \
-  demo.test.mjs || status=$?
+  demo.test.mjs client.test.mjs node-client.test.mjs || status=$?
 passed="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/report.tap" 2>/dev/null | tail -n1 || true)"
 failed="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/report.tap" 2>/dev/null | tail -n1 || true)"
 if [ -z "$passed" ] || [ -z "$failed" ]; then

@@ -1,0 +1,101 @@
+// @pushgate/client in Node (the global WebSocket: Node 22+, or Node 20 with
+// --experimental-websocket) against an emulator it starts itself.
+//
+//   PUSHGATE_EMULATOR=target/debug/pushgate-local node --experimental-websocket --test node-client.test.mjs
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "../../clients/js/src/index.js";
+import { startEmulator, putEvents, connectionsOf, localToken, hasStreams, sleep } from "./emulator.mjs";
+
+const unique = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+async function until(check, what, timeout = 30_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function withEmulator(t, args, body) {
+  if (typeof WebSocket !== "function") return t.skip("no global WebSocket (node --experimental-websocket)");
+  const emu = await startEmulator(args, { name: "node-client" });
+  const clients = [];
+  try {
+    if (!(await hasStreams(emu))) return t.skip("this emulator has no stream protocol yet (GET /history)");
+    await body(emu, (options) => {
+      const c = connect({ url: emu.wsUrl, historyUrl: emu.historyUrl, ...options });
+      clients.push(c);
+      return c;
+    });
+  } catch (e) {
+    console.error(emu.output().split("\n").slice(-40).join("\n"));
+    throw e;
+  } finally {
+    for (const c of clients) c.close();
+    await emu.stop();
+  }
+}
+
+test("node: entity and user streams with a token, publish through the socket, resume after the server drops the connection", async (t) => {
+  await withEmulator(t, ["--auth-mode", "token"], async (emu, open) => {
+    const entityId = `room:node-${unique()}`;
+    const grants = [{ role: "subscribe_publish", entity: "room:*" }];
+    const reasons = [];
+    const client = open({
+      getToken: async (ctx) => {
+        reasons.push(ctx.reason);
+        return localToken(emu.base, "nora", grants);
+      },
+      backoffBaseMs: 200,
+    });
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    const got = [];
+    const user = [];
+    client.subscribe(entityId, (n) => got.push(n));
+    client.onUser((n) => user.push(n));
+    await until(() => client.state === "open" && connectionsOf(emu.base, entityId).then((c) => c.length === 1), "subscribed");
+    assert.equal(client.userId, "nora", "the user id from the token");
+
+    // Through EventBridge, and through the socket.
+    await putEvents(emu.base, [{ entityId, message: { i: 0 } }]);
+    const reply = await client.publish(entityId, { i: 1 }, { id: `retry-safe-${unique()}` });
+    assert.ok(reply.type === "accepted" || reply.type === "published", JSON.stringify(reply));
+    await until(() => got.length >= 2, "two notifications");
+
+    // The server closes the connection; more is published meanwhile.
+    const [id] = await connectionsOf(emu.base, entityId);
+    await fetch(`${emu.base}/${emu.stage}/@connections/${encodeURIComponent(id)}`, { method: "DELETE" });
+    for (let i = 2; i < 10; i++) await putEvents(emu.base, [{ entityId, message: { i } }]);
+    await until(() => got.length >= 10, "ten notifications");
+    await sleep(500);
+    assert.deepEqual(got.map((n) => n.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.deepEqual(got.map((n) => n.data.i).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.ok(client.stats.reconnects >= 1);
+    assert.ok(reasons.length >= 2, `getToken for every connection (${reasons})`);
+
+    // The user stream.
+    await putEvents(emu.base, [{ userId: "nora", message: { order: "shipped" } }, { userId: "nora", message: { order: "delivered" } }]);
+    await until(() => user.length >= 2, "two user notifications");
+    await sleep(300);
+    assert.deepEqual(user.map((n) => n.seq), [1, 2]);
+    assert.deepEqual(user.map((n) => n.data.order).sort(), ["delivered", "shipped"]);
+    assert.deepEqual(errors.filter((e) => e.code !== "connect_failed"), []);
+  });
+});
+
+test("node: a subscription outside the token's grants is refused once, not retried in a loop", async (t) => {
+  await withEmulator(t, ["--auth-mode", "token"], async (emu, open) => {
+    const client = open({ getToken: () => localToken(emu.base, "nora", [{ role: "subscribe", entity: "room:*" }]) });
+    const errors = [];
+    client.on("error", (e) => errors.push(e.code));
+    client.subscribe("venue:1", () => {});
+    await until(() => errors.includes("forbidden"), "forbidden");
+    await sleep(1000);
+    assert.equal(errors.filter((e) => e === "forbidden").length, 1);
+    assert.equal(client.state, "open");
+  });
+});
