@@ -30,6 +30,7 @@ const DEFAULTS = {
   pollIntervalMs: 2_000,
   historyLimit: 100,
   seenIdsPerStream: 1_000,
+  subscribeTimeoutMs: 10_000,
 };
 
 /**
@@ -695,6 +696,8 @@ export class PushgateClient {
       pongSeen: false,
       rolloverTimer: null,
       switchTimer: null,
+      subscribeTimer: null,
+      subscribeTries: 0,
       protocol: "",
     };
     try {
@@ -754,6 +757,39 @@ export class PushgateClient {
     stream.requested = true;
     conn.pending.add(stream.key);
     this._send(conn, frame);
+    this._armSubscribeTimer(conn);
+  }
+
+  /**
+   * A `subscribe` that gets no reply (a lost frame, an `internal_error` the
+   * server cannot attribute to an entity) is sent again; after three tries
+   * the connection is treated as broken.
+   */
+  _armSubscribeTimer(conn) {
+    if (conn.subscribeTimer || conn.dead) return;
+    conn.subscribeTimer = this._setTimeout(() => {
+      conn.subscribeTimer = null;
+      if (conn.dead || !conn.open || conn.pending.size === 0) return;
+      conn.subscribeTries = (conn.subscribeTries ?? 0) + 1;
+      if (conn.subscribeTries >= 3) {
+        this._error("subscribe_timeout", `no reply to subscribe within ${this._o.subscribeTimeoutMs} ms, three times`, { connection: conn.id });
+        if (conn === this._primary) {
+          this._attempts += 1;
+          this._lose(conn, "subscribe_timeout");
+        } else if (conn === this._candidate) {
+          this._candidate = null;
+          this._discard(conn, 1000, "subscribe timeout");
+          this._scheduleRollover(this._primary, true);
+        }
+        return;
+      }
+      for (const key of [...conn.pending]) {
+        const s = this._streams.get(key);
+        if (!s || s.failed) conn.pending.delete(key);
+        else this._sendSubscribe(conn, s);
+      }
+      this._checkSynced(conn);
+    }, this._o.subscribeTimeoutMs);
   }
 
   _send(conn, frame) {
@@ -821,6 +857,7 @@ export class PushgateClient {
     if (!key) return;
     conn.pending.delete(key);
     conn.acked.add(key);
+    conn.subscribeTries = 0;
     this._healthy(conn);
     const stream = this._streams.get(key);
     if (stream) {
@@ -1019,7 +1056,7 @@ export class PushgateClient {
   _cleanup(conn) {
     conn.dead = true;
     conn.open = false;
-    for (const t of ["pingTimer", "pongTimer", "rolloverTimer", "switchTimer"]) {
+    for (const t of ["pingTimer", "pongTimer", "rolloverTimer", "switchTimer", "subscribeTimer"]) {
       if (conn[t]) this._clearTimeout(conn[t]);
       conn[t] = null;
     }

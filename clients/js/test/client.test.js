@@ -491,3 +491,26 @@ test("old servers: no seq (dedupe by id), no pong (error reply), subscribed with
   assert.deepEqual(events.error, []);
   client.close();
 });
+
+test("a subscribe without a reply is sent again; three times without one replaces the connection", async () => {
+  const server = new FakeServer();
+  let silent = 4; // the first four subscribes get no reply
+  server.replyToSubscribe = (ws, f) => {
+    if (silent-- > 0) return;
+    server._subscribe(ws, f);
+  };
+  const { clock, client, events } = setup({ server, options: { subscribeTimeoutMs: 1000 } });
+  const { seqs } = collect(client, "a");
+  await clock.advance(10);
+  await clock.advance(1000);
+  assert.equal(server.sockets[0].sent.filter((f) => f.action === "subscribe").length, 2, "sent again");
+  await clock.advance(2000);
+  assert.equal(events.error.at(-1).code, "subscribe_timeout");
+  await clock.advance(1000); // reconnect (backoff), first subscribe there is the 4th: silent
+  await clock.advance(1000); // sent again: answered
+  assert.equal(client.state, "open");
+  server.publish("a", {});
+  await clock.advance(10);
+  assert.deepEqual(seqs(), [1]);
+  client.close();
+});
