@@ -393,8 +393,9 @@ fn header_alg(token: &str) -> Option<String> {
     value.get("alg")?.as_str().map(str::to_owned)
 }
 
-/// Signs `claims` with HS256: the local token tool and the tests.
-pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+/// Signs `claims` with HS256: the local token tool and the tests. Any
+/// serializable claims, so tests can add `nbf`, `aud` or leave `exp` out.
+pub fn mint<C: Serialize>(secret: &[u8], claims: &C) -> Result<String, AuthError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
