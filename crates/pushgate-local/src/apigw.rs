@@ -191,14 +191,65 @@ pub fn disconnect_event(
     event
 }
 
-/// API Gateway's answer to a client whose route function failed.
+/// API Gateway's integration timeout: it stops waiting for any route's
+/// function after 29 s, whatever the function's own timeout.
+pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+
+/// API Gateway's error frame to a client, byte for byte as it sends it
+/// (note the one space after `"message":` and none after the others), e.g.
+/// `{"message": "Internal server error", "connectionId":"VNRUSeldSwMCIRQ=",
+/// "requestId":"VNRXVFJOywMF3-Q="}` (aws-samples/simple-websockets-chat-app
+/// issue 42) and `{"message": "Endpoint request timed out", …}`
+/// (Kludex/mangum issue 128).
+fn error_frame(message: &str, connection_id: &str, request_id: &str) -> String {
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        r#"{{"message": {}, "connectionId":{}, "requestId":{}}}"#,
+        quoted(message),
+        quoted(connection_id),
+        quoted(request_id)
+    )
+}
+
+/// API Gateway's answer to a client whose route function failed (an error,
+/// or Lambda's timeout cut it off).
 pub fn internal_server_error(connection_id: &str, request_id: &str) -> String {
-    serde_json::json!({
-        "message": "Internal server error",
-        "connectionId": connection_id,
-        "requestId": request_id,
-    })
-    .to_string()
+    error_frame("Internal server error", connection_id, request_id)
+}
+
+/// API Gateway's answer to a client when its own 29 s integration timeout
+/// passes before the function answers.
+pub fn endpoint_timed_out(connection_id: &str, request_id: &str) -> String {
+    error_frame("Endpoint request timed out", connection_id, request_id)
+}
+
+/// Why an invocation gave no response.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The function returned an error.
+    #[error(transparent)]
+    Failed(#[from] FunctionError),
+    /// The function was still running at its deadline and was cut off.
+    #[error("Task timed out after {:.2} seconds", after.as_secs_f64())]
+    TimedOut {
+        /// How long it ran.
+        after: Duration,
+        /// Whether API Gateway's integration timeout passed first (the
+        /// function's own timeout is 29 s or more).
+        integration: bool,
+    },
+}
+
+impl InvokeError {
+    /// The frame API Gateway sends the client instead of a route response.
+    pub fn client_frame(&self, connection_id: &str, request_id: &str) -> String {
+        match self {
+            Self::TimedOut {
+                integration: true, ..
+            } => endpoint_timed_out(connection_id, request_id),
+            _ => internal_server_error(connection_id, request_id),
+        }
+    }
 }
 
 /// The body of a route response as text (binary bodies are sent as they
@@ -211,14 +262,18 @@ pub fn body_text(response: &ApiGatewayProxyResponse) -> Option<String> {
     }
 }
 
-/// Runs one route function and writes Lambda's `REPORT` line for it:
+/// Runs one route function with its Lambda `timeout` (and API Gateway's
+/// [`INTEGRATION_TIMEOUT`]) and writes Lambda's `REPORT` line for it:
 /// function, route, connection, request id, status and duration. Bodies and
-/// tokens are never logged.
+/// tokens are never logged. A function still running at the deadline is
+/// dropped where it stands, as Lambda stops a timed-out invocation: what it
+/// already wrote stays written.
 pub async fn invoke<F>(
     function: &'static str,
+    timeout: Duration,
     request: ApiGatewayWebsocketProxyRequest,
     run: impl FnOnce(ApiGatewayWebsocketProxyRequest) -> F,
-) -> Result<ApiGatewayProxyResponse, FunctionError>
+) -> Result<ApiGatewayProxyResponse, InvokeError>
 where
     F: std::future::Future<Output = Result<ApiGatewayProxyResponse, FunctionError>>,
 {
@@ -226,8 +281,15 @@ where
     let route = context.route_key.clone().unwrap_or_default();
     let connection_id = context.connection_id.clone().unwrap_or_default();
     let request_id = context.request_id.clone().unwrap_or_default();
+    let limit = timeout.min(INTEGRATION_TIMEOUT);
     let started = Instant::now();
-    let result = run(request).await;
+    let result = match tokio::time::timeout(limit, run(request)).await {
+        Ok(result) => result.map_err(InvokeError::Failed),
+        Err(_) => Err(InvokeError::TimedOut {
+            after: started.elapsed(),
+            integration: timeout >= INTEGRATION_TIMEOUT,
+        }),
+    };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &result {
         Ok(response) => tracing::info!(
@@ -239,7 +301,7 @@ where
             duration_ms = format_args!("{duration_ms:.2}"),
             "REPORT"
         ),
-        Err(e) => tracing::error!(
+        Err(InvokeError::Failed(e)) => tracing::error!(
             function,
             route = %route,
             connection_id = %connection_id,
@@ -247,6 +309,15 @@ where
             error = %e.chain(),
             duration_ms = format_args!("{duration_ms:.2}"),
             "REPORT invocation failed"
+        ),
+        Err(e @ InvokeError::TimedOut { .. }) => tracing::error!(
+            function,
+            route = %route,
+            connection_id = %connection_id,
+            request_id = %request_id,
+            error = %e,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            "REPORT invocation timed out"
         ),
     }
     result
@@ -267,5 +338,21 @@ mod tests {
             "22/Nov/2026:10:00:00 +0000"
         );
         assert_eq!(iso8601_ms(1_795_341_600_123), "2026-11-22T10:00:00.123Z");
+    }
+
+    #[test]
+    fn error_frames_have_api_gateways_exact_shape() {
+        assert_eq!(
+            internal_server_error("VNRUSeldSwMCIRQ=", "VNRXVFJOywMF3-Q="),
+            r#"{"message": "Internal server error", "connectionId":"VNRUSeldSwMCIRQ=", "requestId":"VNRXVFJOywMF3-Q="}"#
+        );
+        let timed_out = InvokeError::TimedOut {
+            after: Duration::from_secs(29),
+            integration: true,
+        };
+        assert_eq!(
+            timed_out.client_frame("a", "b"),
+            r#"{"message": "Endpoint request timed out", "connectionId":"a", "requestId":"b"}"#
+        );
     }
 }

@@ -5,17 +5,13 @@
 //! queue; the others are accepted and go nowhere, like events no rule
 //! matches.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use pushgate_domain::event::rfc3339;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::apigw::now_ms;
-use crate::settings::ACCOUNT_ID;
-use crate::state::AppState;
+use crate::settings::{Settings, ACCOUNT_ID};
+use crate::sqs::Queue;
 
 /// The `X-Amz-Target` of PutEvents.
 pub const PUT_EVENTS_TARGET: &str = "AWSEvents.PutEvents";
@@ -38,23 +34,12 @@ struct Entry {
     time: Option<Value>,
 }
 
+/// A PutEvents request body.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PutEventsRequest {
-    entries: Option<Vec<Value>>,
-}
-
-/// An AWS JSON 1.1 error, the form the SDKs parse (`__type`).
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amzn-errortype", kind),
-        ],
-        json!({"__type": kind, "message": message.into()}).to_string(),
-    )
-        .into_response()
+pub struct PutEventsRequest {
+    /// The entries, unchecked.
+    pub entries: Option<Vec<Value>>,
 }
 
 fn failed(code: &str, message: &str) -> Value {
@@ -74,10 +59,18 @@ fn event_time(time: Option<&Value>) -> String {
     }
 }
 
-impl AppState {
+/// The default bus and the rule on it, in front of the queue.
+pub struct EventBus<'a> {
+    /// The rule's bus, source and detail-type.
+    pub settings: &'a Settings,
+    /// Where matching events go.
+    pub queue: &'a Queue,
+}
+
+impl EventBus<'_> {
     /// Whether an entry on `bus` reaches the rule.
     fn bus_matches(&self, bus: Option<&str>) -> bool {
-        let wanted = &self.settings().event_bus;
+        let wanted = &self.settings.event_bus;
         match bus {
             None | Some("") => wanted == "default",
             Some(bus) => bus == wanted || bus.ends_with(&format!(":event-bus/{wanted}")),
@@ -86,7 +79,7 @@ impl AppState {
 
     /// Checks one entry and, when it matches the rule, queues its envelope.
     /// The answer is the entry's line in the response.
-    fn put_event(&self, raw: Value) -> Value {
+    pub fn put_event(&self, raw: Value) -> Value {
         let Ok(entry) = serde_json::from_value::<Entry>(raw) else {
             return failed("InvalidArgument", "The entry is malformed.");
         };
@@ -112,7 +105,7 @@ impl AppState {
             return failed("MalformedDetail", "Detail is malformed.");
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let settings = self.settings();
+        let settings = self.settings;
         let matched = self.bus_matches(entry.event_bus_name.as_deref())
             && source == settings.event_source
             && detail_type == settings.detail_type;
@@ -128,7 +121,7 @@ impl AppState {
                 "resources": entry.resources,
                 "detail": detail,
             });
-            let message_id = self.queue().send(envelope.to_string());
+            let message_id = self.queue.send(envelope.to_string());
             tracing::info!(event_id = %id, message_id = %message_id, "PutEvents: matched the rule; queued");
         } else {
             tracing::info!(
@@ -142,63 +135,4 @@ impl AppState {
         }
         json!({"EventId": id})
     }
-}
-
-/// `POST /` and `POST /events`: PutEvents.
-pub async fn put_events(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if target != PUT_EVENTS_TARGET {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!("this endpoint serves {PUT_EVENTS_TARGET} only (X-Amz-Target)"),
-        );
-    }
-    if body.len() > MAX_REQUEST_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValidationException",
-            format!(
-                "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
-                body.len()
-            ),
-        );
-    }
-    let Ok(request) = serde_json::from_slice::<PutEventsRequest>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "SerializationException",
-            "the request body is not a PutEvents request",
-        );
-    };
-    let entries = request.entries.unwrap_or_default();
-    if entries.is_empty() || entries.len() > MAX_ENTRIES {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ValidationException",
-            format!(
-                "1 validation error detected: Value at 'entries' failed to satisfy constraint: \
-                 Member must have length between 1 and {MAX_ENTRIES}, got {}",
-                entries.len()
-            ),
-        );
-    }
-    let results: Vec<Value> = entries.into_iter().map(|e| state.put_event(e)).collect();
-    let failed = results
-        .iter()
-        .filter(|r| r.get("ErrorCode").is_some())
-        .count();
-    (
-        StatusCode::OK,
-        [("content-type", "application/x-amz-json-1.1")],
-        json!({"FailedEntryCount": failed, "Entries": results}).to_string(),
-    )
-        .into_response()
 }

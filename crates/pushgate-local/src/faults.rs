@@ -7,22 +7,20 @@
 //!
 //! Set at start with `--fault-*` flags, or at run time with
 //! `PUT /_pushgate/faults` (JSON [`Faults`]), read with `GET` and cleared
-//! with `DELETE`.
+//! with `DELETE` (the handlers are in `http::faults`; this module knows no
+//! HTTP).
+//!
+//! Store faults (DynamoDB's `TransactionConflict` on `subscribe`, calls
+//! that hang) are applied by [`crate::store::FaultyStore`], which reads them
+//! from the same [`FaultInjector`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-use crate::state::AppState;
 
 /// Statuses an injected PostToConnection fault may answer.
 pub const INJECTABLE_STATUSES: &[u16] = &[403, 410, 413, 429, 500, 502, 503, 504];
@@ -46,6 +44,18 @@ pub struct Faults {
     /// Milliseconds every PostToConnection is held before it is answered
     /// (0: none), as a network round trip to the Management API would.
     pub post_latency_ms: u64,
+    /// Every PostToConnection answers 403 `ForbiddenException`, as AWS does
+    /// when the caller lacks `execute-api:ManageConnections` or the endpoint
+    /// names another stage or API: the notifier must not retry it.
+    pub post_forbidden: bool,
+    /// Fraction (0 to 1) of `subscribe` store calls that fail with
+    /// DynamoDB's `TransactionConflict` (a concurrent transaction touched
+    /// the same items).
+    pub subscribe_conflict_rate: f64,
+    /// Entities whose store calls (subscribe, unsubscribe, reading
+    /// subscribers) hang until the calling function's deadline cuts it off,
+    /// as a DynamoDB call stuck in retries would.
+    pub stalled_entities: Vec<String>,
 }
 
 /// Why a [`Faults`] was refused.
@@ -73,6 +83,9 @@ impl Faults {
             || self.drop_disconnect_rate > 0.0
             || !self.connections.is_empty()
             || self.post_latency_ms > 0
+            || self.post_forbidden
+            || self.subscribe_conflict_rate > 0.0
+            || !self.stalled_entities.is_empty()
     }
 
     /// Checks rates and statuses.
@@ -80,6 +93,7 @@ impl Faults {
         for (name, rate) in [
             ("postFailureRate", self.post_failure_rate),
             ("dropDisconnectRate", self.drop_disconnect_rate),
+            ("subscribeConflictRate", self.subscribe_conflict_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(FaultsError::Rate(name));
@@ -109,6 +123,10 @@ pub struct FaultCounts {
     pub posts_failed: u64,
     /// `$disconnect` events dropped.
     pub disconnects_dropped: u64,
+    /// `subscribe` store calls failed with `TransactionConflict`.
+    pub subscribe_conflicts: u64,
+    /// Store calls held on a stalled entity.
+    pub store_calls_stalled: u64,
 }
 
 /// The faults in force, shared by the `@connections` API and the sessions.
@@ -117,6 +135,8 @@ pub struct FaultInjector {
     faults: RwLock<Faults>,
     posts_failed: AtomicU64,
     disconnects_dropped: AtomicU64,
+    subscribe_conflicts: AtomicU64,
+    store_calls_stalled: AtomicU64,
 }
 
 impl FaultInjector {
@@ -149,7 +169,29 @@ impl FaultInjector {
         FaultCounts {
             posts_failed: self.posts_failed.load(Ordering::Relaxed),
             disconnects_dropped: self.disconnects_dropped.load(Ordering::Relaxed),
+            subscribe_conflicts: self.subscribe_conflicts.load(Ordering::Relaxed),
+            store_calls_stalled: self.store_calls_stalled.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether this `subscribe` store call is to fail with
+    /// `TransactionConflict`.
+    pub fn subscribe_conflict(&self) -> bool {
+        let rate = self.read().subscribe_conflict_rate;
+        let conflict = rate > 0.0 && rand::thread_rng().gen_bool(rate);
+        if conflict {
+            self.subscribe_conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        conflict
+    }
+
+    /// Whether store calls on `entity_id` are to hang (counted when so).
+    pub fn stalls(&self, entity_id: &str) -> bool {
+        let stalled = self.read().stalled_entities.iter().any(|e| e == entity_id);
+        if stalled {
+            self.store_calls_stalled.fetch_add(1, Ordering::Relaxed);
+        }
+        stalled
     }
 
     /// How long every PostToConnection is held before it is answered.
@@ -162,7 +204,9 @@ impl FaultInjector {
     /// of delivering, if any.
     pub fn post_fault(&self, connection_id: &str) -> Option<u16> {
         let faults = self.read();
-        let status = faults.connections.get(connection_id).copied().or_else(|| {
+        let forbidden = faults.post_forbidden.then_some(403);
+        let chosen = forbidden.or_else(|| faults.connections.get(connection_id).copied());
+        let status = chosen.or_else(|| {
             let rate = faults.post_failure_rate;
             let mut rng = rand::thread_rng();
             (rate > 0.0 && rng.gen_bool(rate)).then(|| {
@@ -197,41 +241,6 @@ pub fn error_type(status: u16) -> &'static str {
         429 => "LimitExceededException",
         _ => "InternalServerErrorException",
     }
-}
-
-fn describe(state: &AppState) -> Json<serde_json::Value> {
-    let injector = state.faults();
-    Json(json!({ "faults": injector.current(), "injected": injector.counts() }))
-}
-
-/// `GET /_pushgate/faults`: the faults in force and how many were injected.
-pub async fn get(State(state): State<AppState>) -> Json<serde_json::Value> {
-    describe(&state)
-}
-
-/// `PUT /_pushgate/faults`: replaces the faults in force.
-pub async fn put(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let parsed = serde_json::from_slice::<Faults>(&body).map_err(|e| e.to_string());
-    let result = parsed.and_then(|f| state.faults().set(f).map_err(|e| e.to_string()));
-    match result {
-        Ok(()) => {
-            tracing::warn!(faults = ?state.faults().current(), "fault injection changed");
-            describe(&state).into_response()
-        }
-        Err(message) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "message": format!("invalid faults: {message}") })),
-        )
-            .into_response(),
-    }
-}
-
-/// `DELETE /_pushgate/faults`: no more faults.
-pub async fn clear(State(state): State<AppState>) -> Json<serde_json::Value> {
-    // The default is always valid.
-    let _ = state.faults().set(Faults::default());
-    tracing::info!("fault injection cleared");
-    describe(&state)
 }
 
 #[cfg(test)]
@@ -283,7 +292,8 @@ mod tests {
             injector.counts(),
             FaultCounts {
                 posts_failed: 2,
-                disconnects_dropped: 1
+                disconnects_dropped: 1,
+                ..FaultCounts::default()
             }
         );
     }

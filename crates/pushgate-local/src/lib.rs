@@ -8,32 +8,37 @@
 //!
 //! # Layout
 //!
-//! - [`settings`]: what the emulator is told at start.
-//! - [`apigw`]: API Gateway's ids, time formats, events and `REPORT` lines.
-//! - [`websocket`]: the WebSocket endpoint and its sessions.
-//! - [`management`]: the `@connections` API.
-//! - [`eventbridge`]: PutEvents and the rule.
-//! - [`sqs`]: the queue, its event source mapping and the DLQ.
-//! - [`console`]: the demo page, status and DLQ listing.
-//! - [`faults`]: fault injection (PostToConnection failures, dropped
-//!   `$disconnect`s).
-//! - [`token`]: tokens for local use (the `token` subcommand and
-//!   `POST /_pushgate/token`).
-//! - [`state`]: what every handler shares.
-//! - This file: [`app`] (the router, testable without a socket),
-//!   [`Emulator`] and [`serve`] (a listener and a shutdown future in).
-//! - `src/main.rs`: the command line; `static/index.html`: the demo page.
+//! Modules depend on each other one way, from the bottom up:
+//!
+//! 1. [`apigw`] (API Gateway's ids, time formats, events, error frames and
+//!    invocations with their deadlines), [`faults`] (what to break),
+//!    [`token`] (tokens for local use), [`throttle`] (a token bucket).
+//! 2. [`settings`]: what the emulator is told at start, and its checks.
+//! 3. [`sessions`] (API Gateway's connection table and each client's
+//!    bounded outbound buffer), [`sqs`] (the queue, its event source mapping
+//!    with concurrency and timeouts, the DLQ), [`store`] (the store decorator
+//!    that injects DynamoDB faults), [`eventbridge`] (PutEvents entries and
+//!    the rule).
+//! 4. [`state`]: what every handler shares.
+//! 5. [`connections`]: PostToConnection's logic.
+//! 6. [`http`]: the axum handlers and [`app`], the router (testable without
+//!    a socket).
+//! 7. This file: [`build_state`], [`Emulator`] and [`serve`] (a listener and
+//!    a shutdown future in); `src/main.rs`: the command line;
+//!    `static/index.html`: the demo page.
 
 pub mod apigw;
-pub mod console;
+pub mod connections;
 pub mod eventbridge;
 pub mod faults;
-pub mod management;
+pub mod http;
+pub mod sessions;
 pub mod settings;
 pub mod sqs;
 pub mod state;
+pub mod store;
+pub mod throttle;
 pub mod token;
-pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,17 +46,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use axum::routing::{get, post};
-use axum::Router;
 use pushgate_domain::auth::TokenVerifier;
-use pushgate_functions::notifier::RetryPolicy;
 use pushgate_functions::{Deps, NotifierDeps};
 use pushgate_push::ManagementApiPusher;
 use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use settings::{QueueSettings, Settings, StoreSettings};
+pub use http::app;
+pub use settings::{FunctionTimeouts, QueueSettings, Settings, SettingsError, StoreSettings};
 pub use state::AppState;
 
 /// How long shutdown waits for open sessions to run `$disconnect`.
@@ -60,6 +63,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Why the emulator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The settings are invalid.
+    #[error("invalid settings")]
+    Settings(#[from] SettingsError),
     /// The listener has no local address.
     #[error("the listener has no local address")]
     Address(#[source] std::io::Error),
@@ -76,6 +82,7 @@ fn local_credentials() -> aws_sdk_dynamodb::config::Credentials {
     aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "pushgate-local")
 }
 
+/// The store the settings name (before faults are layered on).
 async fn store(
     settings: &Settings,
 ) -> Result<(Arc<dyn ConnectionStore>, Option<Arc<MemoryStore>>), ServeError> {
@@ -110,7 +117,11 @@ async fn store(
 /// (`http://127.0.0.1:PORT`): the store, the functions' dependencies and
 /// the notifier's pusher pointed at `{base_url}/{stage}`.
 pub async fn build_state(settings: Settings, base_url: String) -> Result<AppState, ServeError> {
+    settings.validate()?;
     let (store, memory) = store(&settings).await?;
+    let faults = Arc::new(faults::FaultInjector::new(settings.faults.clone()));
+    let store: Arc<dyn ConnectionStore> =
+        Arc::new(store::FaultyStore::new(store, Arc::clone(&faults)));
     let mut deps = Deps::new(store, settings.functions.clone());
     if deps.verifier.is_none() {
         if let Some(secret) = &settings.functions.jwt_secret {
@@ -123,41 +134,18 @@ pub async fn build_state(settings: Settings, base_url: String) -> Result<AppStat
         .load()
         .await;
     let endpoint = format!("{base_url}/{}", settings.stage);
-    let notifier = NotifierDeps {
-        deps: deps.clone(),
-        pusher: Arc::new(ManagementApiPusher::new(&sdk, &endpoint)),
-        retry: RetryPolicy::default(),
-    };
-    Ok(AppState::new(settings, base_url, deps, notifier, memory))
-}
-
-/// The router: the WebSocket endpoint and the demo page, the `@connections`
-/// API, PutEvents and the console endpoints.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(websocket::root).post(eventbridge::put_events))
-        .route("/events", post(eventbridge::put_events))
-        .route("/_pushgate/status", get(console::status))
-        .route("/_pushgate/dlq", get(console::dlq))
-        .route("/_pushgate/token", post(token::issue))
-        .route(
-            "/_pushgate/faults",
-            get(faults::get).put(faults::put).delete(faults::clear),
-        )
-        .route(
-            "/@connections/{id}",
-            get(management::get_root)
-                .post(management::post_root)
-                .delete(management::delete_root),
-        )
-        .route("/{stage}", get(websocket::staged))
-        .route(
-            "/{stage}/@connections/{id}",
-            get(management::get_staged)
-                .post(management::post_staged)
-                .delete(management::delete_staged),
-        )
-        .with_state(state)
+    let notifier = NotifierDeps::new(
+        deps.clone(),
+        Arc::new(ManagementApiPusher::new(&sdk, &endpoint)),
+    );
+    Ok(AppState::new(state::Parts {
+        settings,
+        base_url,
+        deps,
+        notifier,
+        memory,
+        faults,
+    }))
 }
 
 /// An emulator bound to a listener, ready to run.
@@ -205,6 +193,7 @@ impl Emulator {
              pushgate-local: auth                 {auth}; mint a token: \
              cargo run --release -p pushgate-local -- token --sub alice --subscribe 'artist:*'\n\
              {faults}\
+             {warnings}\
              pushgate-local: try:\n  \
                wscat -c {ws}\n  \
                > {{\"action\":\"subscribe\",\"entityId\":\"artist:ed-sheeran\"}}\n  \
@@ -237,6 +226,11 @@ impl Emulator {
             } else {
                 String::new()
             },
+            warnings = s
+                .warnings()
+                .iter()
+                .map(|w| format!("pushgate-local: WARNING              {w}\n"))
+                .collect::<String>(),
         )
     }
 
@@ -254,7 +248,8 @@ impl Emulator {
             let every = state.settings().ttl_sweep_interval;
             tokio::spawn(sweep_expired(memory, every, stopped.clone()))
         });
-        let poller = tokio::spawn(async move { queue.run(notifier, stopped).await });
+        let timeout = state.settings().timeouts.notifier;
+        let poller = tokio::spawn(async move { queue.run(notifier, timeout, stopped).await });
         let sessions = Arc::clone(state.sessions());
         let closing = Arc::clone(&sessions);
         let service = app(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pushgate_domain::auth::{Grant, Role};
 use pushgate_domain::{AuthMode, Secret};
 use pushgate_local::faults::Faults;
+use pushgate_local::settings::{FunctionTimeouts, PostThrottle, DEFAULT_OUTBOUND_BUFFER_BYTES};
 use pushgate_local::token::{mint_local, parse_ttl, TokenRequest, LOCAL_JWT_SECRET};
 use pushgate_local::{Emulator, QueueSettings, Settings, StoreSettings};
 use tokio::net::TcpListener;
@@ -119,12 +120,57 @@ struct ServeArgs {
     /// The event bus the rule is on.
     #[arg(long, default_value = "default")]
     event_bus: String,
-    /// Seconds before a failed record is delivered again.
+    /// Seconds before a failed record is delivered again (the queue's
+    /// VisibilityTimeout; short locally so retries are quick).
     #[arg(long, default_value_t = 2)]
     visibility_timeout_secs: u64,
-    /// Receives before a record moves to the DLQ.
+    /// Receives before a record moves to the DLQ (maxReceiveCount).
     #[arg(long, default_value_t = 5)]
     max_receive_count: u32,
+    /// Records per notifier invocation (the event source mapping's BatchSize).
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// Milliseconds the poller waits to fill a batch
+    /// (MaximumBatchingWindowInSeconds: 1 s in template.yaml).
+    #[arg(long, default_value_t = 1000)]
+    batch_window_ms: u64,
+    /// Notifier invocations at once (the mapping's MaximumConcurrency;
+    /// template.yaml sets none: 5).
+    #[arg(long, default_value_t = 5)]
+    notifier_concurrency: usize,
+    /// $connect's Lambda timeout in seconds (template.yaml: 10).
+    #[arg(long, default_value_t = 10)]
+    connect_timeout_secs: u64,
+    /// $disconnect's Lambda timeout in seconds (template.yaml: 10).
+    #[arg(long, default_value_t = 10)]
+    disconnect_timeout_secs: u64,
+    /// subscribe's Lambda timeout in seconds (template.yaml: 10).
+    #[arg(long, default_value_t = 10)]
+    subscribe_timeout_secs: u64,
+    /// unsubscribe's Lambda timeout in seconds (template.yaml: 10).
+    #[arg(long, default_value_t = 10)]
+    unsubscribe_timeout_secs: u64,
+    /// $default's Lambda timeout in seconds (template.yaml: 10).
+    #[arg(long, default_value_t = 10)]
+    default_timeout_secs: u64,
+    /// publish's Lambda timeout in seconds (template.yaml: 29).
+    #[arg(long, default_value_t = 29)]
+    publish_timeout_secs: u64,
+    /// The notifier's Lambda timeout in seconds (template.yaml: 30).
+    #[arg(long, default_value_t = 30)]
+    notifier_timeout_secs: u64,
+    /// Bytes of frames waiting for one client before PostToConnection
+    /// answers 429 LimitExceededException (the client is not reading).
+    #[arg(long, default_value_t = DEFAULT_OUTBOUND_BUFFER_BYTES)]
+    outbound_buffer_bytes: usize,
+    /// PostToConnection calls per second before 429 LimitExceededException
+    /// (a token bucket; off unless given).
+    #[arg(long)]
+    post_rate: Option<f64>,
+    /// PostToConnection burst: calls allowed at once (with --post-rate;
+    /// default: one second's worth).
+    #[arg(long)]
+    post_burst: Option<u32>,
     /// Where connections are stored.
     #[arg(long, value_enum, default_value_t = Store::Memory)]
     store: Store,
@@ -168,6 +214,18 @@ struct ServeArgs {
     /// it is answered (a network round trip to the Management API).
     #[arg(long, default_value_t = 0)]
     fault_post_latency_ms: u64,
+    /// Fault injection: every PostToConnection answers 403 Forbidden (as
+    /// without execute-api:ManageConnections).
+    #[arg(long)]
+    fault_post_forbidden: bool,
+    /// Fault injection: fraction (0-1) of subscribe store calls that fail
+    /// with DynamoDB's TransactionConflict.
+    #[arg(long, default_value_t = 0.0)]
+    fault_subscribe_conflict_rate: f64,
+    /// Fault injection: entities whose store calls hang until the
+    /// function's deadline (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    fault_stalled_entities: Vec<String>,
 }
 
 impl ServeArgs {
@@ -177,22 +235,53 @@ impl ServeArgs {
             post_failure_statuses: self.fault_post_statuses,
             drop_disconnect_rate: self.fault_drop_disconnect_rate,
             post_latency_ms: self.fault_post_latency_ms,
+            post_forbidden: self.fault_post_forbidden,
+            subscribe_conflict_rate: self.fault_subscribe_conflict_rate,
+            stalled_entities: self.fault_stalled_entities,
             ..Faults::default()
         };
-        faults.validate()?;
+        let secs = Duration::from_secs;
+        let post_throttle = match (self.post_rate, self.post_burst) {
+            (None, None) => None,
+            (rate, burst) => {
+                let rate = rate.ok_or("--post-burst needs --post-rate")?;
+                // One second's worth, at least one call.
+                let burst = burst.unwrap_or_else(|| {
+                    if rate.is_finite() && rate >= 1.0 {
+                        rate.min(f64::from(u32::MAX)) as u32
+                    } else {
+                        1
+                    }
+                });
+                Some(PostThrottle { rate, burst })
+            }
+        };
         let mut settings = Settings {
             stage: self.stage,
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
-            max_duration: Duration::from_secs(self.max_duration_secs.max(1)),
+            idle_timeout: secs(self.idle_timeout_secs),
+            max_duration: secs(self.max_duration_secs),
+            timeouts: FunctionTimeouts {
+                connect: secs(self.connect_timeout_secs),
+                disconnect: secs(self.disconnect_timeout_secs),
+                subscribe: secs(self.subscribe_timeout_secs),
+                unsubscribe: secs(self.unsubscribe_timeout_secs),
+                default_route: secs(self.default_timeout_secs),
+                publish: secs(self.publish_timeout_secs),
+                notifier: secs(self.notifier_timeout_secs),
+            },
+            outbound_buffer_bytes: self.outbound_buffer_bytes,
+            post_throttle,
             event_bus: self.event_bus,
             event_source: self.event_source,
             detail_type: self.detail_type,
             queue: QueueSettings {
-                visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
-                max_receive_count: self.max_receive_count.max(1),
-                ..QueueSettings::default()
+                visibility_timeout: secs(self.visibility_timeout_secs),
+                max_receive_count: self.max_receive_count,
+                batch_size: self.batch_size,
+                batch_window: Duration::from_millis(self.batch_window_ms),
+                max_concurrency: self.notifier_concurrency,
             },
-            ttl_sweep_interval: Duration::from_secs(self.ttl_sweep_secs.max(1)),
+            ttl_sweep_interval: secs(self.ttl_sweep_secs),
             faults,
             ..Settings::default()
         };
@@ -208,9 +297,9 @@ impl ServeArgs {
             (Store::Memory, None) => StoreSettings::Memory,
         };
         settings.functions.table_name = self.table;
-        settings.functions.ttl = Duration::from_secs(self.connection_ttl_secs.max(1));
+        settings.functions.ttl = secs(self.connection_ttl_secs);
         if let Some(n) = self.push_concurrency {
-            settings.functions.push_concurrency = n.max(1);
+            settings.functions.push_concurrency = n;
         }
         if let Some(n) = self.max_subscriptions {
             settings.functions.max_subscriptions = n;
@@ -222,6 +311,7 @@ impl ServeArgs {
         if let Some(secret) = self.jwt_secret.filter(|s| !s.is_empty()) {
             settings.functions.jwt_secret = Some(Secret::new(secret));
         }
+        settings.validate()?;
         Ok(settings)
     }
 }

@@ -1,22 +1,34 @@
-//! The SQS queue between the EventBridge rule and the notifier, with its
-//! event source mapping: batches of up to `batch_size` records gathered for
-//! at most `batch_window`; records the notifier lists in
-//! `batchItemFailures` become visible again after the visibility timeout;
-//! a record received `max_receive_count` times moves to the DLQ on its next
-//! receive, as SQS's redrive policy does.
+//! The SQS queue between the EventBridge rule (and `publish`) and the
+//! notifier, with its event source mapping: batches of up to `batch_size`
+//! records gathered for at most `batch_window`, handed to up to
+//! `max_concurrency` notifier invocations at once, each cut off at the
+//! notifier's timeout. Records the notifier lists in `batchItemFailures`,
+//! and every record of a batch whose invocation timed out, become visible
+//! again after the visibility timeout; a record received
+//! `max_receive_count` times moves to the DLQ on its next receive, as SQS's
+//! redrive policy does. `DelaySeconds` is honoured.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use pushgate_domain::event::rfc3339;
 use pushgate_functions::{notifier, NotifierDeps};
+use pushgate_push::{EventQueue, QueueError};
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::apigw::now_ms;
 use crate::settings::{QueueSettings, ACCOUNT_ID};
+
+/// SQS's largest message: 256 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// SQS's longest `DelaySeconds`: 15 minutes.
+pub const MAX_DELAY_SECS: u32 = 900;
 
 struct Message {
     id: String,
@@ -50,6 +62,8 @@ pub struct DeadLetter {
 pub struct QueueCounts {
     /// Visible, waiting for the notifier.
     pub visible: usize,
+    /// Sent with a delay that has not passed yet.
+    pub delayed: usize,
     /// Received and not yet deleted (in the notifier or waiting out the
     /// visibility timeout after a failure).
     pub in_flight: usize,
@@ -90,6 +104,11 @@ impl Queue {
 
     /// SendMessage: queues `body` and returns the message id.
     pub fn send(&self, body: String) -> String {
+        self.send_delayed(body, Duration::ZERO)
+    }
+
+    /// SendMessage with `DelaySeconds`: the message is invisible for `delay`.
+    pub fn send_delayed(&self, body: String, delay: Duration) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         self.lock().messages.push(Message {
             id: id.clone(),
@@ -97,7 +116,7 @@ impl Queue {
             sent_at_ms: now_ms(),
             first_receive_ms: None,
             receive_count: 0,
-            visible_at: Instant::now(),
+            visible_at: Instant::now() + delay,
             receipt_handle: String::new(),
         });
         self.arrived.notify_one();
@@ -118,9 +137,15 @@ impl Queue {
             .iter()
             .filter(|m| m.visible_at <= now)
             .count();
+        let delayed = state
+            .messages
+            .iter()
+            .filter(|m| m.visible_at > now && m.receive_count == 0)
+            .count();
         QueueCounts {
             visible,
-            in_flight: state.messages.len() - visible,
+            delayed,
+            in_flight: state.messages.len() - visible - delayed,
             dead_letters: state.dlq.len(),
         }
     }
@@ -211,18 +236,19 @@ impl Queue {
             .retain(|m| !done.contains(&m.receipt_handle.as_str()));
     }
 
-    /// The event source mapping: feeds batches to the notifier until
-    /// `stop` turns true.
-    pub async fn run(&self, deps: NotifierDeps, mut stop: watch::Receiver<bool>) {
+    /// Waits until a batch is worth receiving: some record is visible and
+    /// either `batch_size` are or the batching window has passed since the
+    /// first became visible. `false` when `stop` turned true meanwhile.
+    async fn wait_for_batch(&self, stop: &mut watch::Receiver<bool>) -> bool {
         loop {
             if *stop.borrow() {
-                return;
+                return false;
             }
             match self.next_visible() {
                 None => {
                     tokio::select! {
                         () = self.arrived.notified() => {}
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => return false,
                     }
                     continue;
                 }
@@ -230,39 +256,121 @@ impl Queue {
                     tokio::select! {
                         () = tokio::time::sleep_until(at.into()) => {}
                         () = self.arrived.notified() => {}
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => return false,
                     }
                     continue;
                 }
                 Some(_) => {}
             }
-            if self.counts().visible < self.settings.batch_size {
+            let window_ends = tokio::time::Instant::now() + self.settings.batch_window;
+            while self.counts().visible < self.settings.batch_size {
                 tokio::select! {
-                    () = tokio::time::sleep(self.settings.batch_window) => {}
-                    _ = stop.changed() => return,
+                    () = tokio::time::sleep_until(window_ends) => break,
+                    () = self.arrived.notified() => {}
+                    _ = stop.changed() => return false,
                 }
+            }
+            return true;
+        }
+    }
+
+    /// One notifier invocation: the batch, cut off at the notifier's
+    /// `timeout`. A timed-out (or failed) invocation deletes nothing, so the
+    /// whole batch is redelivered after the visibility timeout.
+    async fn invoke(&self, deps: &NotifierDeps, event: SqsEvent, timeout: Duration) {
+        let size = event.records.len();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let run = notifier::handle(deps, event.clone(), deadline);
+        match tokio::time::timeout(timeout, run).await {
+            Ok(response) => {
+                let failed: Vec<String> = response
+                    .batch_item_failures
+                    .iter()
+                    .map(|f| f.item_identifier.clone())
+                    .collect();
+                tracing::info!(
+                    function = "notifier",
+                    route = "sqs",
+                    records = size,
+                    failed = failed.len(),
+                    duration_ms =
+                        format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                    "REPORT"
+                );
+                self.complete(&event, &failed);
+            }
+            Err(_) => tracing::error!(
+                function = "notifier",
+                route = "sqs",
+                records = size,
+                error = format_args!(
+                    "Task timed out after {:.2} seconds",
+                    started.elapsed().as_secs_f64()
+                ),
+                "REPORT invocation timed out; the whole batch is redelivered after the visibility timeout"
+            ),
+        }
+    }
+
+    /// The event source mapping: feeds batches to at most
+    /// `max_concurrency` notifier invocations at once, each with `timeout`,
+    /// until `stop` turns true. Invocations still running then are dropped,
+    /// as a shut-down process would lose them (their records are still in
+    /// the queue).
+    pub async fn run(
+        self: Arc<Self>,
+        deps: NotifierDeps,
+        timeout: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let slots = Arc::new(Semaphore::new(self.settings.max_concurrency.max(1)));
+        let mut running = JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => permit,
+                _ = stop.changed() => break,
+            };
+            let Ok(permit) = permit else { break };
+            // Reap finished invocations so the set does not grow.
+            while running.try_join_next().is_some() {}
+            if !self.wait_for_batch(&mut stop).await {
+                break;
             }
             let event = self.receive();
             if event.records.is_empty() {
                 continue;
             }
-            let size = event.records.len();
-            let started = Instant::now();
-            let response = notifier::handle(&deps, event.clone(), tokio::time::Instant::now() + std::time::Duration::from_secs(900)).await;
-            let failed: Vec<String> = response
-                .batch_item_failures
-                .iter()
-                .map(|f| f.item_identifier.clone())
-                .collect();
-            tracing::info!(
-                function = "notifier",
-                route = "sqs",
-                records = size,
-                failed = failed.len(),
-                duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
-                "REPORT"
-            );
-            self.complete(&event, &failed);
+            let queue = Arc::clone(&self);
+            let deps = deps.clone();
+            running.spawn(async move {
+                queue.invoke(&deps, event, timeout).await;
+                drop(permit);
+            });
         }
+        running.shutdown().await;
+    }
+}
+
+/// An SQS message over [`MAX_MESSAGE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the message is {0} bytes; SQS accepts at most {MAX_MESSAGE_BYTES}")]
+pub struct MessageTooLarge(pub usize);
+
+/// The [`EventQueue`] port on the emulator's queue: what `SqsQueue` does
+/// with SendMessage in AWS.
+#[derive(Clone)]
+pub struct LocalQueue(pub Arc<Queue>);
+
+#[async_trait]
+impl EventQueue for LocalQueue {
+    async fn send(&self, body: String, delay_secs: u32) -> Result<(), QueueError> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(QueueError(Box::new(MessageTooLarge(body.len()))));
+        }
+        let delay = Duration::from_secs(u64::from(delay_secs.min(MAX_DELAY_SECS)));
+        let id = self.0.send_delayed(body, delay);
+        tracing::debug!(message_id = %id, delay_secs, "SendMessage");
+        Ok(())
     }
 }

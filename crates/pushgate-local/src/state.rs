@@ -1,142 +1,19 @@
-//! The state every request handler shares: the functions' dependencies, the
-//! open WebSocket sessions (API Gateway's connection table) and the queue.
+//! The state every request handler shares: the settings, the functions'
+//! dependencies, the open sessions (API Gateway's connection table), the
+//! queue and the faults. It sits below the HTTP layer (`http`) and knows
+//! nothing of it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
 use pushgate_functions::{Deps, NotifierDeps};
+use pushgate_push::EventQueue;
 use pushgate_store::MemoryStore;
-use tokio::sync::{mpsc, Notify};
 
-use crate::apigw::ConnectionContext;
 use crate::faults::FaultInjector;
+use crate::sessions::Sessions;
 use crate::settings::Settings;
-use crate::sqs::Queue;
-
-/// What a session's writer task is asked to send.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A text frame.
-    Text(String),
-    /// A binary frame (PostToConnection data that is not UTF-8).
-    Binary(Vec<u8>),
-    /// A close frame; the writer stops after it. Sent by the session itself
-    /// (other parties send a [`CloseRequest`] to the session).
-    Close(CloseRequest),
-}
-
-/// A request to close a session, from the Management API or shutdown.
-#[derive(Debug, Clone)]
-pub struct CloseRequest {
-    /// The close code sent to the client and given to `$disconnect`.
-    pub code: u16,
-    /// The close reason.
-    pub reason: String,
-}
-
-/// An open WebSocket connection, as the Management API sees it.
-#[derive(Debug, Clone)]
-pub struct SessionHandle {
-    /// What API Gateway knows about it.
-    pub context: ConnectionContext,
-    /// Frames to send.
-    pub outbound: mpsc::UnboundedSender<Outbound>,
-    /// Close requests.
-    pub close: mpsc::UnboundedSender<CloseRequest>,
-    /// When the client last sent a frame (epoch ms).
-    pub last_active_ms: Arc<AtomicI64>,
-}
-
-/// The open sessions, by connection id, and a count of session tasks still
-/// running (their `$disconnect` included), so shutdown can wait for them.
-#[derive(Default)]
-pub struct Sessions {
-    open: Mutex<HashMap<String, SessionHandle>>,
-    running: AtomicUsize,
-    finished: Notify,
-}
-
-impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, SessionHandle>> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers an open session.
-    pub fn insert(&self, handle: SessionHandle) {
-        self.lock()
-            .insert(handle.context.connection_id.clone(), handle);
-    }
-
-    /// Forgets a session; the Management API answers 410 from then on.
-    pub fn remove(&self, connection_id: &str) {
-        self.lock().remove(connection_id);
-    }
-
-    /// The open session with this id.
-    pub fn get(&self, connection_id: &str) -> Option<SessionHandle> {
-        self.lock().get(connection_id).cloned()
-    }
-
-    /// Every open session, sorted by connection time.
-    pub fn all(&self) -> Vec<SessionHandle> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
-        all.sort_by_key(|s| s.context.connected_at_ms);
-        all
-    }
-
-    /// How many sessions are open.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Asks every open session to close.
-    pub fn close_all(&self, code: u16, reason: &str) {
-        for handle in self.lock().values() {
-            let _ = handle.close.send(CloseRequest {
-                code,
-                reason: reason.to_owned(),
-            });
-        }
-    }
-
-    /// Counts a session task as running until the guard drops.
-    pub fn track(self: &Arc<Self>) -> RunningGuard {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        RunningGuard(Arc::clone(self))
-    }
-
-    /// Waits until every session task has finished, at most `limit`.
-    pub async fn wait_finished(&self, limit: Duration) {
-        let wait = async {
-            loop {
-                let notified = self.finished.notified();
-                if self.running.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(limit, wait).await;
-    }
-}
-
-/// Held by a running session task; see [`Sessions::track`].
-pub struct RunningGuard(Arc<Sessions>);
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::SeqCst);
-        self.0.finished.notify_waiters();
-    }
-}
+use crate::sqs::{LocalQueue, Queue};
+use crate::throttle::TokenBucket;
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -152,26 +29,47 @@ struct Inner {
     memory: Option<Arc<MemoryStore>>,
     sessions: Arc<Sessions>,
     queue: Arc<Queue>,
-    faults: FaultInjector,
+    event_queue: Arc<dyn EventQueue>,
+    faults: Arc<FaultInjector>,
+    post_throttle: Option<TokenBucket>,
+}
+
+/// What [`AppState::new`] is built from.
+pub struct Parts {
+    /// The settings it started with.
+    pub settings: Settings,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The route functions' dependencies.
+    pub deps: Deps,
+    /// The notifier's dependencies.
+    pub notifier: NotifierDeps,
+    /// The embedded store, when it is the one in use.
+    pub memory: Option<Arc<MemoryStore>>,
+    /// The faults in force (shared with the store decorator).
+    pub faults: Arc<FaultInjector>,
 }
 
 impl AppState {
-    /// State for an emulator reachable at `base_url` (`http://127.0.0.1:PORT`).
-    pub fn new(
-        settings: Settings,
-        base_url: String,
-        deps: Deps,
-        notifier: NotifierDeps,
-        memory: Option<Arc<MemoryStore>>,
-    ) -> Self {
+    /// State for an emulator reachable at `parts.base_url`.
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            settings,
+            base_url,
+            deps,
+            notifier,
+            memory,
+            faults,
+        } = parts;
         let queue = Arc::new(Queue::new(
             settings.queue.clone(),
             &settings.region,
             "pushgate-local-notifications",
         ));
-        let faults = FaultInjector::new(settings.faults.clone());
+        let post_throttle = settings.post_throttle.map(TokenBucket::new);
         Self {
             inner: Arc::new(Inner {
+                event_queue: Arc::new(LocalQueue(Arc::clone(&queue))),
                 faults,
                 settings,
                 base_url,
@@ -180,6 +78,7 @@ impl AppState {
                 memory,
                 sessions: Arc::default(),
                 queue,
+                post_throttle,
             }),
         }
     }
@@ -210,7 +109,7 @@ impl AppState {
         &self.inner.deps
     }
 
-    /// The notifier's (and `publish`'s) dependencies.
+    /// The notifier's dependencies.
     pub fn notifier(&self) -> &NotifierDeps {
         &self.inner.notifier
     }
@@ -230,8 +129,18 @@ impl AppState {
         &self.inner.queue
     }
 
+    /// The notification queue as `publish` sees it (SendMessage).
+    pub fn event_queue(&self) -> &dyn EventQueue {
+        self.inner.event_queue.as_ref()
+    }
+
     /// The faults in force.
     pub fn faults(&self) -> &FaultInjector {
         &self.inner.faults
+    }
+
+    /// PostToConnection's token bucket, when throttling is on.
+    pub fn post_throttle(&self) -> Option<&TokenBucket> {
+        self.inner.post_throttle.as_ref()
     }
 }

@@ -1,20 +1,13 @@
 //! Tokens for local use: the `pushgate-local token` subcommand and
-//! `POST /_pushgate/token` (the demo page's "get a token") both mint here,
+//! `POST /_pushgate/token` (the demo page's "get a token", in
+//! `http::token`) both mint here,
 //! with the emulator's signing key. Neither exists outside the emulator.
 //!
 //! A minted token is checked with the same verifier `$connect` uses before
 //! it is handed out, so a token this tool gives is one the emulator accepts.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use pushgate_domain::auth::{mint, AuthError, Claims, Grant, TokenVerifier};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-use crate::apigw::now_ms;
-use crate::state::AppState;
 
 /// The signing key the emulator uses when none is given (`--jwt-secret`,
 /// `JWT_SECRET`): well known, so that `pushgate-local token` and a running
@@ -104,36 +97,6 @@ pub fn mint_local(
         token,
         expires_at: claims.exp,
     })
-}
-
-/// `POST /_pushgate/token` with a JSON [`TokenRequest`]: a token signed with
-/// the emulator's key. The token is in the answer only, never in a log.
-pub async fn issue(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let bad_request = |message: String| {
-        (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
-    };
-    let request = match serde_json::from_slice::<TokenRequest>(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return bad_request(format!(
-                "expected {{\"sub\": …, \"grants\": [{{\"role\": …, \"entity\": …}}], \"ttlSecs\": …}}: {e}"
-            ))
-        }
-    };
-    let Some(secret) = &state.settings().functions.jwt_secret else {
-        return (
-            StatusCode::CONFLICT,
-            Json(json!({ "message": "this emulator has no signing key" })),
-        )
-            .into_response();
-    };
-    match mint_local(secret.expose(), &request, now_ms() / 1000) {
-        Ok(minted) => {
-            tracing::info!(sub = %request.sub, grants = request.grants.len(), "token issued");
-            Json(minted).into_response()
-        }
-        Err(e) => bad_request(e.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -52,10 +52,10 @@ async fn a_scoped_token_from_the_emulator_limits_what_a_connection_may_do() {
     .await;
     let frames = [recv_json(&mut ws).await, recv_json(&mut ws).await];
     let notification = frames.iter().find(|f| f["type"] == "notification").unwrap();
-    let published = frames.iter().find(|f| f["type"] == "published").unwrap();
+    let accepted = frames.iter().find(|f| f["type"] == "accepted").unwrap();
     assert_eq!(notification["data"], json!({"text": "hi"}));
-    assert_eq!(published["delivered"], 1);
-    assert_eq!(published["id"], notification["id"]);
+    assert_eq!(accepted["entityId"], "room:1");
+    assert_eq!(accepted["id"], notification["id"]);
 
     let status = emulator.status().await;
     assert_eq!(

@@ -14,7 +14,7 @@ use crate::apigw::{iso8601_ms, now_ms};
 use crate::state::AppState;
 
 /// The demo page: plain HTML and JavaScript, no build step.
-pub const INDEX_HTML: &str = include_str!("../static/index.html");
+pub const INDEX_HTML: &str = include_str!("../../static/index.html");
 
 /// The demo page.
 pub fn page() -> Response {
@@ -78,6 +78,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "stored": stored,
         "queue": queue,
         "dlq": queue.dead_letters,
+        "faults": state.faults().counts(),
     }))
 }
 

@@ -9,12 +9,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use pushgate_domain::limits::MAX_MESSAGE_BYTES;
 use serde_json::json;
 
 use crate::apigw::iso8601_ms;
-use crate::faults;
-use crate::state::{AppState, CloseRequest, Outbound};
+use crate::connections::post_to_connection;
+use crate::sessions::CloseRequest;
+use crate::state::AppState;
 
 /// Largest request body read before answering 413 (so the client gets the
 /// answer rather than a reset connection).
@@ -44,45 +44,6 @@ fn forbidden() -> Response {
     aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
 }
 
-/// PostToConnection: the one place frames are pushed, so fault injection
-/// hooks in here.
-pub async fn post_to_connection(state: &AppState, connection_id: &str, data: Vec<u8>) -> Response {
-    if let Some(latency) = state.faults().post_latency() {
-        tokio::time::sleep(latency).await;
-    }
-    if data.len() > MAX_MESSAGE_BYTES {
-        return aws_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PayloadTooLargeException",
-            &format!(
-                "the payload is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
-                data.len()
-            ),
-        );
-    }
-    if let Some(status) = state.faults().post_fault(connection_id) {
-        tracing::debug!(connection_id, status, "PostToConnection: injected fault");
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return aws_error(
-            status,
-            faults::error_type(status.as_u16()),
-            "injected fault",
-        );
-    }
-    let Some(session) = state.sessions().get(connection_id) else {
-        tracing::debug!(connection_id, "PostToConnection: gone");
-        return gone();
-    };
-    let frame = match String::from_utf8(data) {
-        Ok(text) => Outbound::Text(text),
-        Err(e) => Outbound::Binary(e.into_bytes()),
-    };
-    if session.outbound.send(frame).is_err() {
-        return gone();
-    }
-    StatusCode::OK.into_response()
-}
-
 async fn read_body(body: Body) -> Result<Vec<u8>, Response> {
     axum::body::to_bytes(body, DRAIN_LIMIT)
         .await
@@ -105,7 +66,14 @@ async fn post(state: AppState, stage: Option<String>, id: String, body: Body) ->
         return forbidden();
     }
     match read_body(body).await {
-        Ok(data) => post_to_connection(&state, &id, data).await,
+        Ok(data) => match post_to_connection(&state, &id, data).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => {
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                aws_error(status, e.error_type(), &e.to_string())
+            }
+        },
         Err(response) => response,
     }
 }

@@ -4,9 +4,15 @@
 //! back to the client; the message limit, idle timeout and maximum duration
 //! close the connection; `$disconnect` runs once whoever closes.
 //!
-//! Each session has one task per direction: the reader (frames in, route
-//! functions, timers, close requests) and the writer (frames out, from
-//! replies and from PostToConnection).
+//! Each session has one task per direction: the reader (frames in, timers,
+//! close requests) and the writer (frames out, from replies and from
+//! PostToConnection, through the session's bounded [`Outbox`]). Every route
+//! invocation runs in a task of its own, with its function's timeout: API
+//! Gateway does not serialise a connection's frames, so replies can arrive
+//! in any order, and a slow function holds up nothing else.
+//!
+//! API Gateway's frame limit (32 KB) and message limit (128 KB) both close
+//! the connection with 1009: a larger message must come in fragments.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,7 +25,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use pushgate_domain::limits::MAX_MESSAGE_BYTES;
+use pushgate_domain::limits::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use pushgate_domain::protocol::route_key;
 use pushgate_domain::{ErrorCode, ServerFrame};
 use pushgate_functions::connect::SUBPROTOCOL_HEADER;
@@ -27,12 +33,10 @@ use pushgate_functions::{connect, default_route, disconnect, publish, subscribe,
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::apigw::{self, body_text, invoke, now_ms, ConnectionContext};
-use crate::console;
-use crate::state::{AppState, CloseRequest, Outbound, SessionHandle};
-
-/// How long `$connect` may take, as in API Gateway (29 s).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(29);
+use crate::apigw::{self, body_text, invoke, now_ms, ConnectionContext, InvokeError};
+use crate::http::console;
+use crate::sessions::{CloseRequest, Outbound, Outbox, OutboxReceiver, SessionHandle};
+use crate::state::AppState;
 
 /// How long a closing session waits for the other side's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -128,10 +132,12 @@ async fn handshake(state: AppState, stage: Option<String>, request: Request) -> 
     let event = apigw::connect_event(&conn, headers, &query, now);
     let request_id = event.request_context.request_id.clone().unwrap_or_default();
     let deps = state.deps();
-    let run = invoke("connect", event, |e| connect::handle(deps, e));
-    let response = match timeout(CONNECT_TIMEOUT, run).await {
-        Err(_) => return json_message(StatusCode::GATEWAY_TIMEOUT, "Endpoint request timed out"),
-        Ok(Err(_)) => {
+    let limit = state.settings().timeouts.connect;
+    let response = match invoke("connect", limit, event, |e| connect::handle(deps, e)).await {
+        Err(InvokeError::TimedOut {
+            integration: true, ..
+        }) => return json_message(StatusCode::GATEWAY_TIMEOUT, "Endpoint request timed out"),
+        Err(_) => {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -139,18 +145,19 @@ async fn handshake(state: AppState, stage: Option<String>, request: Request) -> 
             )
                 .into_response()
         }
-        Ok(Ok(r)) if !(200..300).contains(&r.status_code) => return refusal(&r),
-        Ok(Ok(r)) => r,
+        Ok(r) if !(200..300).contains(&r.status_code) => return refusal(&r),
+        Ok(r) => r,
     };
     // Small buffers: tungstenite's 128 KiB defaults are allocated per
     // connection up front and were most of the emulator's memory per held
-    // connection. Frames are still read whole up to the message limit; the
-    // read buffer just grows while one arrives. Writes go out per message.
+    // connection. Messages are still read whole up to the message limit;
+    // the read buffer just grows while one arrives. Writes go out per
+    // message. A single frame over 32 KB fails the read (1009).
     let mut upgrade = upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES);
+        .max_frame_size(MAX_FRAME_BYTES);
     // Only what the function chose; axum echoes nothing by itself.
     if let Some(chosen) = response.headers.get(SUBPROTOCOL_HEADER) {
         upgrade.set_selected_protocol(chosen.clone());
@@ -184,15 +191,15 @@ async fn run_disconnect(state: &AppState, conn: &ConnectionContext, (code, reaso
     }
     let event = apigw::disconnect_event(conn, code, reason, now_ms());
     let deps = state.deps();
+    let limit = state.settings().timeouts.disconnect;
     // A failure is logged by `invoke`; API Gateway does not retry either.
-    let _ = invoke("disconnect", event, |e| disconnect::handle(deps, e)).await;
+    let _ = invoke("disconnect", limit, event, |e| disconnect::handle(deps, e)).await;
 }
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-) {
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: OutboxReceiver) {
     while let Some(out) = rx.recv().await {
+        let len = out.len();
+        let counted = !matches!(out, Outbound::Close(_));
         let (message, last) = match out {
             Outbound::Text(text) => (Message::Text(text.into()), false),
             Outbound::Binary(bytes) => (Message::Binary(bytes.into()), false),
@@ -204,7 +211,11 @@ async fn write_loop(
                 true,
             ),
         };
-        if sink.send(message).await.is_err() || last {
+        let sent = sink.send(message).await;
+        if counted {
+            rx.written(len);
+        }
+        if sent.is_err() || last {
             break;
         }
     }
@@ -226,17 +237,74 @@ async fn drain(stream: &mut SplitStream<WebSocket>) {
     .await;
 }
 
-struct Session {
+/// What a route invocation needs, cloned into its task.
+#[derive(Clone)]
+struct Route {
     state: AppState,
     conn: ConnectionContext,
-    outbound: mpsc::UnboundedSender<Outbound>,
+    outbox: Outbox,
+}
+
+impl Route {
+    fn send(&self, out: Outbound) {
+        // Closed: the socket is gone, and the reply with it, as in AWS.
+        // Full: the client is not reading; the reply is dropped as a
+        // PostToConnection would be refused.
+        if let Err(e) = self.outbox.push(out) {
+            tracing::warn!(connection_id = %self.conn.connection_id, error = %e, "reply dropped");
+        }
+    }
+
+    /// Routes a text frame, invokes its function with the function's
+    /// timeout and sends the route's response body back, or API Gateway's
+    /// error frame when the function failed or timed out.
+    async fn on_text(self, body: String) {
+        let route = match route_key(&body).as_deref() {
+            Some("subscribe") => "subscribe",
+            Some("unsubscribe") => "unsubscribe",
+            Some("publish") => "publish",
+            _ => "$default",
+        };
+        let event = apigw::message_event(&self.conn, route, body, now_ms());
+        let request_id = event.request_context.request_id.clone().unwrap_or_default();
+        let state = &self.state;
+        let deps = state.deps();
+        let limit = state.settings().timeouts.for_route(route);
+        let result = match route {
+            "subscribe" => invoke("subscribe", limit, event, |e| subscribe::handle(deps, e)).await,
+            "unsubscribe" => {
+                invoke("unsubscribe", limit, event, |e| {
+                    unsubscribe::handle(deps, e)
+                })
+                .await
+            }
+            "publish" => {
+                let queue = state.event_queue();
+                invoke("publish", limit, event, |e| publish::handle(deps, queue, e)).await
+            }
+            _ => invoke("default", limit, event, default_route::handle).await,
+        };
+        match result {
+            Ok(response) => {
+                if let Some(text) = body_text(&response).filter(|t| !t.is_empty()) {
+                    self.send(Outbound::Text(text));
+                }
+            }
+            Err(e) => self.send(Outbound::Text(
+                e.client_frame(&self.conn.connection_id, &request_id),
+            )),
+        }
+    }
+}
+
+struct Session {
+    route: Route,
     last_active_ms: Arc<AtomicI64>,
 }
 
 impl Session {
     fn send(&self, out: Outbound) {
-        // The writer is gone only when the socket is; the reader sees that.
-        let _ = self.outbound.send(out);
+        self.route.send(out);
     }
 
     async fn close(
@@ -252,44 +320,13 @@ impl Session {
         (code, reason.to_owned())
     }
 
-    /// Routes a text frame and sends the route's response body back.
-    async fn on_text(&self, body: String) {
-        let route = match route_key(&body).as_deref() {
-            Some("subscribe") => "subscribe",
-            Some("unsubscribe") => "unsubscribe",
-            Some("publish") => "publish",
-            _ => "$default",
-        };
-        let event = apigw::message_event(&self.conn, route, body, now_ms());
-        let request_id = event.request_context.request_id.clone().unwrap_or_default();
-        let deps = self.state.deps();
-        let notifier = self.state.notifier();
-        let result = match route {
-            "subscribe" => invoke("subscribe", event, |e| subscribe::handle(deps, e)).await,
-            "unsubscribe" => invoke("unsubscribe", event, |e| unsubscribe::handle(deps, e)).await,
-            "publish" => invoke("publish", event, |e| publish::handle(notifier, e)).await,
-            _ => invoke("default", event, default_route::handle).await,
-        };
-        match result {
-            Ok(response) => {
-                if let Some(text) = body_text(&response).filter(|t| !t.is_empty()) {
-                    self.send(Outbound::Text(text));
-                }
-            }
-            Err(_) => self.send(Outbound::Text(apigw::internal_server_error(
-                &self.conn.connection_id,
-                &request_id,
-            ))),
-        }
-    }
-
     /// The reader: returns the close code and reason for `$disconnect`.
     async fn read(
         &self,
         stream: &mut SplitStream<WebSocket>,
         close_requests: &mut mpsc::UnboundedReceiver<CloseRequest>,
     ) -> (u16, String) {
-        let settings = self.state.settings();
+        let settings = self.route.state.settings();
         let deadline = Instant::now() + settings.max_duration;
         let mut idle_at = Instant::now() + settings.idle_timeout;
         loop {
@@ -317,7 +354,10 @@ impl Session {
                 Message::Text(text) if text.len() > MAX_MESSAGE_BYTES => {
                     return self.close(stream, TOO_BIG).await
                 }
-                Message::Text(text) => self.on_text(text.as_str().to_owned()).await,
+                Message::Text(text) => {
+                    let route = self.route.clone();
+                    tokio::spawn(route.on_text(text.as_str().to_owned()));
+                }
                 Message::Binary(bytes) if bytes.len() > MAX_MESSAGE_BYTES => {
                     return self.close(stream, TOO_BIG).await
                 }
@@ -344,26 +384,33 @@ impl Session {
 async fn session(state: AppState, socket: WebSocket, conn: ConnectionContext) {
     let _running = state.sessions().track();
     let (sink, mut stream) = socket.split();
-    let (outbound, outbound_rx) = mpsc::unbounded_channel();
+    let (outbox, outbox_rx) = Outbox::new(state.settings().outbound_buffer_bytes);
     let (close, mut close_requests) = mpsc::unbounded_channel();
     let last_active_ms = Arc::new(AtomicI64::new(conn.connected_at_ms));
     state.sessions().insert(SessionHandle {
         context: conn.clone(),
-        outbound: outbound.clone(),
+        outbox: outbox.clone(),
         close,
         last_active_ms: Arc::clone(&last_active_ms),
     });
-    let writer = tokio::spawn(write_loop(sink, outbound_rx));
+    let writer = tokio::spawn(write_loop(sink, outbox_rx));
     let session = Session {
-        state: state.clone(),
-        conn,
-        outbound,
+        route: Route {
+            state: state.clone(),
+            conn,
+            outbox,
+        },
         last_active_ms,
     };
     let (code, reason) = session.read(&mut stream, &mut close_requests).await;
-    state.sessions().remove(&session.conn.connection_id);
-    let Session { conn, outbound, .. } = session;
-    drop(outbound);
+    state.sessions().remove(&session.route.conn.connection_id);
+    let Session {
+        route: Route { conn, outbox, .. },
+        ..
+    } = session;
+    drop(outbox);
+    // Route invocations still running hold the outbox too; the writer stops
+    // after the close frame, or when the grace period is over.
     let _ = timeout(CLOSE_GRACE, writer).await;
     tracing::debug!(connection_id = %conn.connection_id, code, "connection closed");
     run_disconnect(&state, &conn, (code, &reason)).await;
