@@ -165,6 +165,8 @@ export interface ClientOptions {
   pollIntervalMs?: number;
   /** `limit` for history pages (default 100). */
   historyLimit?: number;
+  /** A handshake not open within this long is given up (default 10 s). */
+  connectTimeoutMs?: number;
   /** A `subscribe` without a reply is sent again after this long (default 10 s); the third time the connection is replaced. */
   subscribeTimeoutMs?: number;
   /** Ids remembered per stream for the by-id duplicate check (default 1000). */

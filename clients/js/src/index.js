@@ -31,6 +31,7 @@ const DEFAULTS = {
   historyLimit: 100,
   seenIdsPerStream: 1_000,
   subscribeTimeoutMs: 10_000,
+  connectTimeoutMs: 10_000,
 };
 
 /**
@@ -710,12 +711,31 @@ export class PushgateClient {
     ws.onopen = () => this._onOpen(conn);
     ws.onmessage = (ev) => this._onMessage(conn, ev);
     ws.onclose = (ev) => this._onClose(conn, ev);
-    ws.onerror = () => {}; // a close follows
+    // Browsers follow an error with a close; some runtimes (Node 20's undici
+    // after a refused handshake) do not. An error before open is a failed
+    // attempt; after open, a close that does not follow within 2 s is made up.
+    ws.onerror = (ev) => {
+      if (conn.dead) return;
+      if (!conn.open) return this._onClose(conn, { code: 1006, reason: ev?.message ?? "error before open" });
+      if (!conn.errorTimer) {
+        conn.errorTimer = this._setTimeout(() => {
+          conn.errorTimer = null;
+          if (!conn.dead) this._onClose(conn, { code: 1006, reason: "error" });
+        }, 2000);
+      }
+    };
+    // A handshake that hangs (a black-holed network) is given up.
+    conn.connectTimer = this._setTimeout(() => {
+      conn.connectTimer = null;
+      if (!conn.open && !conn.dead) this._onClose(conn, { code: 1006, reason: "connect timeout" });
+    }, this._o.connectTimeoutMs);
     return conn;
   }
 
   _onOpen(conn) {
     if (conn.dead) return;
+    if (conn.connectTimer) this._clearTimeout(conn.connectTimer);
+    conn.connectTimer = null;
     conn.open = true;
     conn.openedAt = this._now();
     conn.lastRx = conn.openedAt;
@@ -994,7 +1014,7 @@ export class PushgateClient {
     const wasOpen = conn.open;
     this._emit("frame", { direction: "close", code: ev?.code, reason: ev?.reason ?? "", connection: conn.id });
     if (conn === this._candidate) {
-      this._cleanup(conn);
+      this._discard(conn, 1000, "failed");
       this._candidate = null;
       this._scheduleRollover(this._primary, true);
       return;
@@ -1004,7 +1024,7 @@ export class PushgateClient {
       // Closed before it opened: refused (possibly a 401: browsers do not say)
       // or unreachable. The next attempt asks getToken for a fresh token.
       this._tokenStale = true;
-      this._cleanup(conn);
+      this._discard(conn, 1000, "failed");
       this._primary = null;
       this._error("connect_failed", `the WebSocket closed before it opened (code ${ev?.code ?? "?"})`, {
         connection: conn.id,
@@ -1045,7 +1065,7 @@ export class PushgateClient {
     this._cleanup(conn);
     const ws = conn.ws;
     if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       ws.close(code === 4000 ? 1000 : code, reason.slice(0, 100));
     } catch {
@@ -1056,7 +1076,7 @@ export class PushgateClient {
   _cleanup(conn) {
     conn.dead = true;
     conn.open = false;
-    for (const t of ["pingTimer", "pongTimer", "rolloverTimer", "switchTimer", "subscribeTimer"]) {
+    for (const t of ["pingTimer", "pongTimer", "rolloverTimer", "switchTimer", "subscribeTimer", "connectTimer", "errorTimer"]) {
       if (conn[t]) this._clearTimeout(conn[t]);
       conn[t] = null;
     }

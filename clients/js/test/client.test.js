@@ -514,3 +514,30 @@ test("a subscribe without a reply is sent again; three times without one replace
   assert.deepEqual(seqs(), [1]);
   client.close();
 });
+
+test("an error event without a close (Node 20's refused handshake) is a failed attempt; a hung handshake times out", async () => {
+  const server = new FakeServer();
+  const { clock, client, events } = setup({ server, options: { connectTimeoutMs: 3000, pollAfterFailures: 100 } });
+  await flushOnly();
+  const ws = server.sockets[0];
+  ws.readyState = 3; // the fake never opens it
+  ws.onerror?.({ message: "Incorrect hash" });
+  await clock.advance(10);
+  assert.equal(client.state, "reconnecting");
+  assert.equal(events.error[0].code, "connect_failed");
+  // The next handshake hangs: neither open nor close.
+  server.hang = true;
+  await clock.advance(300);
+  assert.equal(server.sockets.length, 2);
+  await clock.advance(3000);
+  assert.equal(server.sockets.length, 2, "not before the backoff");
+  assert.equal(events.error.length, 2, "the hung handshake was given up");
+  server.hang = false;
+  await clock.advance(1000);
+  assert.equal(client.state, "open");
+  client.close();
+});
+
+async function flushOnly() {
+  await new Promise((r) => setImmediate(r));
+}

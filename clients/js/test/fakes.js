@@ -77,6 +77,7 @@ export class FakeServer {
     this.sockets = [];
     this.streams = new Map(); // key -> {seq, epoch, history: frame[]}
     this.refuse = false; // close every handshake before open (1006)
+    this.hang = false; // handshakes neither open nor close
     this.answerPing = true;
     this.replyToSubscribe = (ws, frame) => this._subscribe(ws, frame);
     this.historyLimit = 100;
@@ -95,7 +96,7 @@ export class FakeServer {
         this.userId = server.userFor(url, protocols);
         server.sockets.push(this);
         setImmediate(() => {
-          if (this.readyState !== 0) return;
+          if (this.readyState !== 0 || server.hang) return;
           if (server.refuse) this._serverClose(1006, "");
           else {
             this.readyState = 1;
