@@ -112,8 +112,13 @@ async function withClient(t, name, args, body) {
         ),
       subscribe: (entityId) =>
         page.evaluate((entityId) => {
-          window.__c.subscribe(entityId, (n) => window.__t.got.push({ seq: n.seq, id: n.id, epoch: n.epoch, data: n.data }));
+          window.__subs ??= {};
+          window.__subs[entityId] = window.__c.subscribe(entityId, (n) =>
+            window.__t.got.push({ seq: n.seq, id: n.id, epoch: n.epoch, data: n.data }),
+          );
         }, entityId),
+      /** Until the stream's position is known (the `subscribed` reply, or the first poll). */
+      waitSubscribed: (entityId) => page.waitForFunction((e) => window.__subs[e].position.seq !== undefined, entityId),
       state: () => page.evaluate(() => window.__c.state),
       stats: () => page.evaluate(() => ({ ...window.__c.stats })),
       record: () => page.evaluate(() => window.__t),
@@ -167,9 +172,7 @@ test("the server deletes the connection mid-stream: reconnect with a fresh token
       backoffBaseMs: 200,
     });
     await c.subscribe(entityId);
-    await c.waitState("open");
-    await c.page.waitForFunction(() => window.__c.stats.connects >= 1);
-    await sleep(200);
+    await c.waitSubscribed(entityId);
     await publish(c.emu.base, entityId, 0, 10);
     await c.page.waitForFunction(() => window.__t.got.length >= 5);
     const [id] = await connectionsOf(c.emu.base, entityId);
@@ -192,8 +195,7 @@ test("rollover before the maximum connection duration (--max-duration-secs 3): n
     const entityId = `artist:rollover-${unique()}`;
     await c.connect({ url: c.emu.wsUrl, historyUrl: c.emu.historyUrl, maxConnectionMs: 3000 });
     await c.subscribe(entityId);
-    await c.waitState("open");
-    await sleep(200);
+    await c.waitSubscribed(entityId);
     await publish(c.emu.base, entityId, 0, 70, 100); // ~7 s+: two rollovers
     const got = await c.waitGot(70);
     assertExactlyOnceInOrder(got, 70);
@@ -208,7 +210,7 @@ test("the heartbeat keeps a connection open past a short idle timeout (--idle-ti
     const entityId = `artist:idle-${unique()}`;
     await c.connect({ url: c.emu.wsUrl, historyUrl: c.emu.historyUrl, pingIntervalMs: 600, pongTimeoutMs: 1000 });
     await c.subscribe(entityId);
-    await c.waitState("open");
+    await c.waitSubscribed(entityId);
     const [before] = await connectionsOf(c.emu.base, entityId);
     await sleep(5000); // 2.5 idle timeouts without a notification
     const [after] = await connectionsOf(c.emu.base, entityId);
@@ -226,8 +228,7 @@ test("30% of pushes dropped: gaps are repaired from GET /history", async (t) => 
     const entityId = `artist:dropped-${unique()}`;
     await c.connect({ url: c.emu.wsUrl, historyUrl: c.emu.historyUrl, gapTimeoutMs: 500 });
     await c.subscribe(entityId);
-    await c.waitState("open");
-    await sleep(200);
+    await c.waitSubscribed(entityId);
     await publish(c.emu.base, entityId, 0, 30, 30);
     // The last pushes may be lost with nothing after them to show the gap:
     // one more, with the fault off, reveals it.
@@ -248,8 +249,7 @@ test("the emulator restarts on a DynamoDB store (moto) while the page stays open
       const entityId = `artist:restart-${unique()}`;
       await c.connect({ url: c.emu.wsUrl, historyUrl: c.emu.historyUrl, backoffBaseMs: 300, backoffMaxMs: 2000 });
       await c.subscribe(entityId);
-      await c.waitState("open");
-      await sleep(200);
+      await c.waitSubscribed(entityId);
       await publish(c.emu.base, entityId, 0, 5);
       await c.page.waitForFunction(() => window.__t.got.length >= 5);
       await c.emu.restart();
@@ -278,7 +278,7 @@ test("WebSockets blocked: polling GET /history delivers the same notifications",
     });
     await c.subscribe(entityId);
     await c.waitState("polling");
-    await sleep(700); // the first poll has read the head
+    await c.waitSubscribed(entityId); // the first poll has read the head
     await publish(c.emu.base, entityId, 0, 10);
     const got = await c.waitGot(10);
     assertExactlyOnceInOrder(got, 10);

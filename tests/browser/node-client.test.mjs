@@ -55,9 +55,9 @@ test("node: entity and user streams with a token, publish through the socket, re
     client.on("error", (e) => errors.push(e));
     const got = [];
     const user = [];
-    client.subscribe(entityId, (n) => got.push(n));
+    const sub = client.subscribe(entityId, (n) => got.push(n));
     client.onUser((n) => user.push(n));
-    await until(() => client.state === "open" && connectionsOf(emu.base, entityId).then((c) => c.length === 1), "subscribed");
+    await until(() => sub.position.seq !== undefined, "subscribed");
     assert.equal(client.userId, "nora", "the user id from the token");
 
     // Through EventBridge, and through the socket.
