@@ -485,17 +485,17 @@ export class PushgateClient {
   async _repairGap(stream) {
     if (this._closed || !this._hasGap(stream) || this._streams.get(stream.key) !== stream) return;
     this.stats.gapRepairs += 1;
-    if (this._o.historyUrl && this._fetch) {
-      await this._fetchHistory(stream);
-    } else if (this._primary?.open) {
+    const fetched = this._o.historyUrl && this._fetch ? await this._fetchHistory(stream) : false;
+    if (!fetched && this._hasGap(stream) && this._primary?.open) {
       this._sendSubscribe(this._primary, stream); // the server replays everything after `since`
     }
     if (this._hasGap(stream) && !stream.gapTimer && !this._closed) this._armGapTimer(stream);
   }
 
   /** Reads `GET {historyUrl}` from the stream's position (the head only when it has none). */
+  /** Resolves true when the endpoint answered (whatever it held), false when it could not be read. */
   async _fetchHistory(stream) {
-    if (stream.fetching || stream.failed) return;
+    if (stream.fetching || stream.failed) return stream.fetching;
     stream.fetching = true;
     try {
       for (let page = 0; page < 50 && !this._closed; page++) {
@@ -514,7 +514,7 @@ export class PushgateClient {
           res = await this._fetch(url.toString(), { headers });
         } catch (e) {
           this._error("history_failed", `GET ${this._o.historyUrl}: ${e?.message ?? e}`, streamRef(stream));
-          return;
+          return false;
         }
         let body = null;
         try {
@@ -522,20 +522,20 @@ export class PushgateClient {
         } catch {
           body = null;
         }
-        if (this._closed || this._streams.get(stream.key) !== stream) return;
+        if (this._closed || this._streams.get(stream.key) !== stream) return true;
         if (!res.ok) {
           const code = body?.code ?? `http_${res.status}`;
           if (res.status === 401) this._tokenStale = true;
           if (res.status === 403 || code === "forbidden") stream.failed = true;
           this._error(code, body?.message ?? `history answered ${res.status}`, { status: res.status, ...streamRef(stream) });
-          return;
+          return false;
         }
-        if (!body || typeof body !== "object") return;
+        if (!body || typeof body !== "object") return false;
         const head = Number.isInteger(body.seq) ? body.seq : undefined;
         if (since === undefined || stream.last === undefined) {
           // The head: a polling client starts there.
           if (stream.last === undefined && head !== undefined) this._setBaseline(stream, head, body.epoch);
-          return;
+          return true;
         }
         if (body.recovered === false && head !== undefined) {
           if (stream.last === since) this._reset(stream, { seq: head, epoch: body.epoch, reason: "history" });
@@ -546,8 +546,9 @@ export class PushgateClient {
         const list = Array.isArray(body.notifications) ? body.notifications : [];
         for (const n of list) if (n && typeof n === "object") this._accept(stream, n, "history");
         const lastSeq = list.length ? list[list.length - 1].seq : undefined;
-        if (!list.length || head === undefined || !(lastSeq < head) || stream.last === since || stream.last >= head) return;
+        if (!list.length || head === undefined || !(lastSeq < head) || stream.last === since || stream.last >= head) return true;
       }
+      return true;
     } finally {
       stream.fetching = false;
     }

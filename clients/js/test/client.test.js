@@ -541,3 +541,17 @@ test("an error event without a close (Node 20's refused handshake) is a failed a
 async function flushOnly() {
   await new Promise((r) => setImmediate(r));
 }
+
+test("gap repair falls back to resubscribing when the history endpoint cannot be read", async () => {
+  const { clock, server, client, events } = setup();
+  server.historyStatus = 404;
+  const { seqs } = collect(client, "a");
+  await clock.advance(10);
+  server.publish("a", {}, { drop: () => true });
+  server.publish("a", {});
+  await clock.advance(2100);
+  assert.equal(events.error[0].status, 404);
+  assert.deepEqual(seqs(), [1, 2]);
+  assert.deepEqual(server.sockets[0].sent.at(-1), { action: "subscribe", entityId: "a", since: 0, epoch: "ep1" });
+  client.close();
+});
