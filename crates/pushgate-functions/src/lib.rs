@@ -9,6 +9,7 @@
 //!   `$disconnect`, `subscribe`, `unsubscribe`, `publish`, `$default`).
 //! - [`notifier`]: the SQS-triggered fan-out of EventBridge events.
 //! - [`deps`]: the dependencies every handler borrows, built once in `main`.
+//! - [`metrics`]: custom metrics in CloudWatch's embedded metric format.
 //! - [`reply`]: route responses (two-way replies and `$connect` answers).
 //! - [`runtime`]: start-up of the Lambda binaries (configuration, AWS clients).
 //! - `src/bin/*.rs`: one ~15-line binary per function.
@@ -17,6 +18,7 @@ pub mod connect;
 pub mod default_route;
 pub mod deps;
 pub mod disconnect;
+pub mod metrics;
 pub mod notifier;
 pub mod publish;
 pub mod reply;

@@ -6,7 +6,7 @@ use pushgate_functions::default_route;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    pushgate_functions::runtime::init_tracing();
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| default_route::handle(event.payload),
     ))

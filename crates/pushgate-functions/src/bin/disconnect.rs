@@ -6,7 +6,7 @@ use pushgate_functions::{disconnect, runtime};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    pushgate_functions::runtime::init_tracing();
     let deps = runtime::deps().await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {

@@ -7,7 +7,7 @@ use pushgate_functions::{notifier, runtime};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    pushgate_functions::runtime::init_tracing();
     let deps = runtime::notifier_deps().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         Ok::<_, Error>(notifier::handle(&deps, event.payload, runtime::deadline(&event.context)).await)

@@ -9,7 +9,7 @@ use pushgate_push::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    pushgate_functions::runtime::init_tracing();
     let deps = runtime::deps().await?;
     let queue_url = std::env::var("QUEUE_URL").map_err(|_| ConfigError::Missing("QUEUE_URL"))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
