@@ -265,6 +265,26 @@ test("the emulator restarts on a DynamoDB store (moto) while the page stays open
   }
 });
 
+test("the browser goes offline and back online: the client reconnects at once and catches up", async (t) => {
+  await withClient(t, "offline", [], async (c) => {
+    const entityId = `artist:offline-${unique()}`;
+    await c.connect({ url: c.emu.wsUrl, historyUrl: c.emu.historyUrl, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
+    await c.subscribe(entityId);
+    await c.waitSubscribed(entityId);
+    await publish(c.emu.base, entityId, 0, 5);
+    await c.page.waitForFunction(() => window.__t.got.length >= 5);
+    await c.page.context().setOffline(true);
+    await c.page.waitForFunction(() => window.__c.state !== "open");
+    await publish(c.emu.base, entityId, 5, 5); // while offline
+    await sleep(300);
+    await c.page.context().setOffline(false);
+    // The backoff is a minute: only the online event brings it back this soon.
+    const got = await c.waitGot(10, 15_000);
+    assertExactlyOnceInOrder(got, 10);
+    assert.equal(await c.state(), "open");
+  });
+});
+
 test("WebSockets blocked: polling GET /history delivers the same notifications", async (t) => {
   await withClient(t, "polling", [], async (c) => {
     const entityId = `artist:polling-${unique()}`;
