@@ -137,6 +137,7 @@ async function withClient(t, name, args, body) {
     console.error(`\n[${name}] failed; client record: ${JSON.stringify(record).slice(0, 4000)}\n${emu.output().split("\n").slice(-40).join("\n")}\n`);
     throw error;
   } finally {
+    await context.setOffline(false).catch(() => {});
     await page.close().catch(() => {});
     await emu.stop();
   }
