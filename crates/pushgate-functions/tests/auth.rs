@@ -1,6 +1,7 @@
 //! Trust: every bad token at `$connect` with its status and code, scopes on
 //! `subscribe` and `publish`, tokens expiring on open connections, and
-//! notifications to every connection of a user. After each refusal the
+//! notifications to every connection of a user. Token hardening: `aud`,
+//! `nbf`, weak keys, key rotation and refresh, and no token in any log. After each refusal the
 //! store holds exactly what it should.
 
 // Test code: a panic is how a failed expectation is reported.
@@ -8,13 +9,18 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::http::HeaderValue;
-use pushgate_domain::auth::{mint, Claims, Grant, Role};
+use pushgate_domain::auth::{
+    mint, Claims, Grant, KeyError, KeyRing, Role, SigningKey, TokenVerifier,
+};
 use pushgate_domain::{AuthMode, Secret, UserId};
-use pushgate_functions::{connect, notifier, publish, subscribe, Clock, Deps};
+use pushgate_functions::runtime::{self, KeyLoadError, KeySource, StartError};
+use pushgate_functions::{connect, notifier, publish, subscribe, Clock, Deps, NotifierDeps};
+use pushgate_push::{EventQueue, QueueError};
 use pushgate_store::MemoryStore;
 use serde_json::{json, Value};
 use support::*;
@@ -75,7 +81,7 @@ async fn connect_with(deps: &Deps, id: &str, t: &str) -> ApiGatewayProxyResponse
 async fn send(deps: &Deps, route: &str, id: &str, frame: Value) -> Value {
     let event = message(route, id, &frame.to_string());
     let response = match route {
-        "subscribe" => subscribe::handle(deps, event).await.unwrap(),
+        "subscribe" => subscribe::handle(&subscribing(deps), event).await.unwrap(),
         _ => unreachable!(),
     };
     body(&response)
@@ -305,11 +311,44 @@ async fn a_token_that_expires_on_an_open_connection_stops_subscribing() {
     assert_eq!(store.all_subscriptions().len(), 1);
 }
 
+/// The notifier's queue, recording what `publish` sends.
+#[derive(Default)]
+struct RecordingQueue(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl EventQueue for RecordingQueue {
+    async fn send(&self, body: String, _delay_secs: u32) -> Result<(), QueueError> {
+        self.0.lock().unwrap().push(body);
+        Ok(())
+    }
+}
+
+impl RecordingQueue {
+    /// Runs the notifier on everything queued so far.
+    async fn deliver(&self, nd: &NotifierDeps) {
+        let bodies: Vec<(String, String)> = self
+            .0
+            .lock()
+            .unwrap()
+            .drain(..)
+            .enumerate()
+            .map(|(i, b)| (format!("m{i}"), b))
+            .collect();
+        let refs: Vec<(&str, String)> = bodies
+            .iter()
+            .map(|(i, b)| (i.as_str(), b.clone()))
+            .collect();
+        let response = notifier::handle(nd, sqs_event(&refs), support::far_deadline()).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+}
+
 #[tokio::test]
 async fn publish_needs_a_publish_grant_and_reaches_subscribers() {
     let (_, deps) = token_mode();
     let pusher = Arc::new(ScriptedPusher::default());
     let nd = notifier_deps(&deps, pusher.clone());
+    let queue = RecordingQueue::default();
     connect_with(
         &deps,
         "sub",
@@ -338,28 +377,27 @@ async fn publish_needs_a_publish_grant_and_reaches_subscribers() {
 
     let frame =
         json!({"action":"publish","entityId":"venue:1","data":{"doors":"open"}}).to_string();
-    let denied = publish::handle(&nd, message("publish", "ro", &frame))
+    let denied = publish::handle(&deps, &queue, message("publish", "ro", &frame))
+        .await
+        .unwrap();
+    assert_eq!(body(&denied)["code"], "forbidden");
+    let other = json!({"action":"publish","entityId":"venue:2","data":1}).to_string();
+    let denied = publish::handle(&deps, &queue, message("publish", "pub", &other))
         .await
         .unwrap();
     assert_eq!(body(&denied)["code"], "forbidden");
     assert!(
-        pusher.delivered_to().is_empty(),
-        "a refused publish reaches nobody"
+        queue.0.lock().unwrap().is_empty(),
+        "a refused publish queues nothing"
     );
 
-    let other = json!({"action":"publish","entityId":"venue:2","data":1}).to_string();
-    let denied = publish::handle(&nd, message("publish", "pub", &other))
-        .await
-        .unwrap();
-    assert_eq!(body(&denied)["code"], "forbidden");
-
     let reply = body(
-        &publish::handle(&nd, message("publish", "pub", &frame))
+        &publish::handle(&deps, &queue, message("publish", "pub", &frame))
             .await
             .unwrap(),
     );
-    assert_eq!(reply["type"], "published");
-    assert_eq!(reply["delivered"], 1);
+    assert_eq!(reply["type"], "accepted", "{reply}");
+    queue.deliver(&nd).await;
     assert_eq!(pusher.delivered_to(), vec!["sub"]);
     let (_, got) = pusher.delivered.lock().unwrap()[0].clone();
     assert_eq!(got["type"], "notification");
@@ -402,7 +440,9 @@ async fn a_user_targeted_notification_reaches_every_tab_of_that_user_only() {
         "time":"2026-11-22T10:00:00Z","detail":{"userId":"alice","entityId":"order:7","message":{"status":"shipped"}}});
     let response = notifier::handle(
         &notifier_deps(&deps, pusher.clone()),
-        sqs_event(&[("m1", event.to_string())]), support::far_deadline())
+        sqs_event(&[("m1", event.to_string())]),
+        support::far_deadline(),
+    )
     .await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(pusher.delivered_to(), vec!["a1", "a2", "a3"]);
@@ -417,6 +457,7 @@ async fn publish_sample_fans_out_for_a_connection_with_a_publish_grant() {
     let (store, deps) = token_mode();
     let pusher = Arc::new(ScriptedPusher::default());
     let nd = notifier_deps(&deps, pusher.clone());
+    let queue = RecordingQueue::default();
     let t = token("alice", NOW + 600, &[(Role::SubscribePublish, "artist:*")]);
     connect_with(&deps, SAMPLE_CONNECTION, &t).await;
     connect_with(&deps, "listener", &t).await;
@@ -427,9 +468,396 @@ async fn publish_sample_fans_out_for_a_connection_with_a_publish_grant() {
         json!({"action":"subscribe","entityId":"artist:ed-sheeran"}),
     )
     .await;
-    let reply = body(&publish::handle(&nd, sample("publish.json")).await.unwrap());
-    assert_eq!(reply["type"], "published", "{reply}");
-    assert_eq!(reply["id"], "Vq2FXcPqoAMCJ1g=");
+    let reply = body(
+        &publish::handle(&deps, &queue, sample("publish.json"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(reply["type"], "accepted", "{reply}");
+    queue.deliver(&nd).await;
     assert_eq!(pusher.delivered_to(), vec!["listener"]);
     assert_eq!(store.all_subscriptions().len(), 1);
+}
+
+// ------------------------------------------------------------ token hardening
+
+/// Signs arbitrary claims (`nbf`, `aud`, …) with `key`.
+fn signed(key: &[u8], extra: Value) -> String {
+    let mut claims = json!({
+        "sub": "alice", "exp": NOW + 600,
+        "grants": [{"role": "subscribe", "entity": "artist:*"}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    mint(key, &claims).unwrap()
+}
+
+fn error_code(response: &ApiGatewayProxyResponse) -> String {
+    body(response)["code"].as_str().unwrap().to_owned()
+}
+
+const OLD_KEY: &str = "rotation-old-key-0123456789abcdef01";
+const NEW_KEY: &str = "rotation-new-key-0123456789abcdef01";
+
+fn keys(current: &str, previous: Option<&str>) -> KeyRing {
+    KeyRing::new(
+        SigningKey::new(current.as_bytes()).unwrap(),
+        previous.map(|p| SigningKey::new(p.as_bytes()).unwrap()),
+    )
+}
+
+fn sdk() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder().build()
+}
+
+#[tokio::test]
+async fn jwt_audience_refuses_tokens_without_it_or_for_another_service() {
+    let (store, mut deps) = token_mode();
+    deps.config.jwt_audience = Some("pushgate".into());
+    deps.verifier = runtime::token_verifier(&sdk(), &deps.config).await.unwrap();
+
+    let cases = [
+        ("no aud", json!({}), 401),
+        ("other aud", json!({"aud": "billing"}), 401),
+        ("other auds", json!({"aud": ["billing", "search"]}), 401),
+        ("aud", json!({"aud": "pushgate"}), 200),
+        (
+            "aud in a list",
+            json!({"aud": ["billing", "pushgate"]}),
+            200,
+        ),
+    ];
+    for (i, (name, extra, status)) in cases.into_iter().enumerate() {
+        let response = connect_with(&deps, &format!("a{i}"), &signed(KEY.as_bytes(), extra)).await;
+        assert_eq!(response.status_code, status, "{name}");
+        if status == 401 {
+            assert_eq!(error_code(&response), "unauthorized", "{name}");
+        }
+    }
+    assert_eq!(store.all_connections().len(), 2);
+
+    // Without JWT_AUDIENCE, aud is not checked (and does not break parsing).
+    let (_, plain) = token_mode();
+    let response = connect_with(
+        &plain,
+        "b1",
+        &signed(KEY.as_bytes(), json!({"aud": "billing"})),
+    )
+    .await;
+    assert_eq!(response.status_code, 200);
+}
+
+#[tokio::test]
+async fn a_token_used_before_its_nbf_fails_the_handshake() {
+    let (store, deps) = token_mode();
+    // The handler's clock is fixed at NOW; 30 s of skew are allowed.
+    let early = connect_with(
+        &deps,
+        "n1",
+        &signed(KEY.as_bytes(), json!({"nbf": NOW + 600})),
+    )
+    .await;
+    assert_eq!(
+        (early.status_code, error_code(&early).as_str()),
+        (401, "unauthorized")
+    );
+    let skewed = connect_with(
+        &deps,
+        "n2",
+        &signed(KEY.as_bytes(), json!({"nbf": NOW + 20})),
+    )
+    .await;
+    assert_eq!(skewed.status_code, 200);
+    let past = connect_with(
+        &deps,
+        "n3",
+        &signed(KEY.as_bytes(), json!({"nbf": NOW - 60})),
+    )
+    .await;
+    assert_eq!(past.status_code, 200);
+    let stored: Vec<String> = store
+        .all_connections()
+        .iter()
+        .map(|c| c.connection_id.to_string())
+        .collect();
+    assert_eq!(stored, vec!["n2", "n3"]);
+}
+
+#[tokio::test]
+async fn jwt_secret_previous_lets_tokens_of_the_old_key_in_during_a_rotation() {
+    let (_, mut deps) = token_mode();
+    deps.config.jwt_secret = Some(Secret::new(NEW_KEY));
+    deps.config.jwt_secret_previous = Some(Secret::new(OLD_KEY));
+    deps.verifier = runtime::token_verifier(&sdk(), &deps.config).await.unwrap();
+    let by_old = signed(OLD_KEY.as_bytes(), json!({}));
+    let by_new = signed(NEW_KEY.as_bytes(), json!({}));
+    let by_other = signed(KEY.as_bytes(), json!({}));
+    assert_eq!(connect_with(&deps, "r1", &by_new).await.status_code, 200);
+    assert_eq!(connect_with(&deps, "r2", &by_old).await.status_code, 200);
+    assert_eq!(connect_with(&deps, "r3", &by_other).await.status_code, 401);
+
+    // Rotation over: only the new key.
+    deps.config.jwt_secret_previous = None;
+    deps.verifier = runtime::token_verifier(&sdk(), &deps.config).await.unwrap();
+    assert_eq!(connect_with(&deps, "r4", &by_old).await.status_code, 401);
+}
+
+#[tokio::test]
+async fn keys_under_256_bits_stop_the_start_without_showing_the_key() {
+    for (current, previous) in [
+        ("short-key-hunter2", None),
+        (NEW_KEY, Some("short-key-hunter2")),
+    ] {
+        let mut config = pushgate_domain::Config::new("t");
+        config.jwt_secret = Some(Secret::new(current));
+        config.jwt_secret_previous = previous.map(Secret::new);
+        let err = runtime::token_verifier(&sdk(), &config).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StartError::SigningKey(KeyLoadError::Weak {
+                    source: KeyError::TooShort { len: 17 },
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let shown = format!(
+            "{err} {err:?} {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    // From the environment, the same key is refused when the config is read.
+    let err = pushgate_domain::Config::from_lookup(|k| match k {
+        "TABLE_NAME" => Some("t".into()),
+        "JWT_SECRET" => Some("short-key-hunter2".into()),
+        _ => None,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// A key source that hands out scripted answers and counts its reads.
+struct ScriptedKeys {
+    answers: Mutex<VecDeque<Result<KeyRing, KeyLoadError>>>,
+    reads: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+#[async_trait::async_trait]
+impl KeySource for ScriptedKeys {
+    async fn load(&self) -> Result<KeyRing, KeyLoadError> {
+        let _ = self.reads.send(());
+        self.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Ok(keys(NEW_KEY, None)))
+    }
+}
+
+fn scripted(
+    answers: Vec<Result<KeyRing, KeyLoadError>>,
+) -> (Arc<ScriptedKeys>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let source = ScriptedKeys {
+        answers: Mutex::new(answers.into()),
+        reads: tx,
+    };
+    (Arc::new(source), rx)
+}
+
+#[tokio::test]
+async fn a_refresh_swaps_the_keys_and_a_failed_one_keeps_them_and_warns() {
+    let (_, mut deps) = token_mode();
+    let verifier = TokenVerifier::new(keys(OLD_KEY, None));
+    deps.verifier = Some(verifier.clone());
+    let by_old = signed(OLD_KEY.as_bytes(), json!({}));
+    let by_new = signed(NEW_KEY.as_bytes(), json!({}));
+    assert_eq!(connect_with(&deps, "f1", &by_new).await.status_code, 401);
+
+    let (source, _reads) = scripted(vec![
+        Ok(keys(NEW_KEY, Some(OLD_KEY))),
+        Err(KeyLoadError::Read {
+            name: "/pushgate/jwt-secret".into(),
+            source: "throttled".into(),
+        }),
+        Err(KeyLoadError::Weak {
+            name: "/pushgate/jwt-secret".into(),
+            source: KeyError::TooShort { len: 3 },
+        }),
+    ]);
+    // The handler's copy of the verifier sees the swap.
+    runtime::refresh_keys(&verifier, source.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(connect_with(&deps, "f2", &by_new).await.status_code, 200);
+    assert_eq!(connect_with(&deps, "f3", &by_old).await.status_code, 200);
+
+    let (logs, guard) = capture_logs("trace");
+    assert!(runtime::refresh_keys(&verifier, source.as_ref())
+        .await
+        .is_err());
+    assert!(runtime::refresh_keys(&verifier, source.as_ref())
+        .await
+        .is_err());
+    drop(guard);
+    assert_eq!(
+        connect_with(&deps, "f4", &by_new).await.status_code,
+        200,
+        "kept"
+    );
+    assert_eq!(
+        connect_with(&deps, "f5", &by_old).await.status_code,
+        200,
+        "kept"
+    );
+    let text = logs.text();
+    let warnings: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["level"] == "WARN")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert!(warnings[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("/pushgate/jwt-secret"));
+    assert!(!text.contains(OLD_KEY) && !text.contains(NEW_KEY), "{text}");
+}
+
+#[tokio::test]
+async fn the_background_refresh_rereads_the_keys_until_stopped() {
+    let verifier = TokenVerifier::new(keys(OLD_KEY, None));
+    let (source, mut reads) = scripted(vec![
+        Err(KeyLoadError::Missing {
+            name: "/pushgate/jwt-secret".into(),
+        }),
+        Ok(keys(NEW_KEY, None)),
+    ]);
+    let task = runtime::spawn_key_refresh(
+        verifier.clone(),
+        source,
+        std::time::Duration::from_millis(5),
+    );
+    // Wait (bounded, so a broken loop fails instead of hanging) for a third
+    // read: by then the failed read kept the old key and the second one
+    // swapped the new key in.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        for _ in 0..3 {
+            reads.recv().await.unwrap();
+        }
+    })
+    .await
+    .expect("the refresh task reads the keys again and again");
+    task.abort();
+    let by_new = signed(NEW_KEY.as_bytes(), json!({}));
+    let by_old = signed(OLD_KEY.as_bytes(), json!({}));
+    assert!(verifier.verify(&by_new, NOW).is_ok());
+    assert!(verifier.verify(&by_old, NOW).is_err());
+}
+
+/// Log output captured through the binaries' own JSON subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line at `level` and above on this thread (the test
+/// runtime is single-threaded) until the guard is dropped.
+fn capture_logs(level: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let settings = runtime::LogSettings {
+        json: true,
+        directives: level.into(),
+    };
+    let subscriber = runtime::log_subscriber(&settings, move || writer.clone());
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn no_log_level_prints_a_token() {
+    let (_, mut deps) = token_mode();
+    deps.config.jwt_audience = Some("pushgate".into());
+    deps.verifier = runtime::token_verifier(&sdk(), &deps.config).await.unwrap();
+    let aud = json!({"aud": "pushgate"});
+    let mut expired_claims = aud.clone();
+    expired_claims["exp"] = json!(NOW - 3600);
+    let mut early_claims = aud.clone();
+    early_claims["nbf"] = json!(NOW + 3600);
+    let mut bad_scope = aud.clone();
+    bad_scope["grants"] = json!([{"role": "subscribe", "entity": "a*b*"}]);
+    let good = signed(KEY.as_bytes(), aud.clone());
+    let tokens = [
+        ("good", good.clone()),
+        ("expired", signed(KEY.as_bytes(), expired_claims)),
+        ("not yet valid", signed(KEY.as_bytes(), early_claims)),
+        (
+            "wrong key",
+            signed(b"some-other-key-some-other-key-000", aud.clone()),
+        ),
+        ("no aud", signed(KEY.as_bytes(), json!({}))),
+        ("bad scope", signed(KEY.as_bytes(), bad_scope)),
+        ("garbage", "garbage-token-value-6b1f0e".to_owned()),
+        ("huge", "h".repeat(5000)),
+    ];
+
+    let (logs, guard) = capture_logs("trace");
+    for (i, (_, t)) in tokens.iter().enumerate() {
+        connect_with(&deps, &format!("q{i}"), t).await;
+        let offered = format!("pushgate.v1, {t}");
+        let _ = connect::handle(&deps, connect_event(&format!("s{i}"), None, Some(&offered)))
+            .await
+            .unwrap();
+    }
+    // An open connection's frames, too.
+    let _ = send(
+        &deps,
+        "subscribe",
+        "q0",
+        json!({"action": "subscribe", "entityId": "artist:x"}),
+    )
+    .await;
+    drop(guard);
+
+    let text = logs.text();
+    // The capture works: each refusal and each connection is logged.
+    assert_eq!(
+        text.matches("refused: authentication failed").count(),
+        14,
+        "{text}"
+    );
+    assert_eq!(text.matches("\"connected\"").count(), 2, "{text}");
+    for (name, t) in &tokens {
+        assert!(
+            !text.contains(t.as_str()),
+            "{name}: the token is in the logs"
+        );
+        // Nor its signature (the part that makes it usable).
+        if let Some(signature) = t.rsplit('.').next().filter(|s| s.len() >= 16) {
+            assert!(
+                !text.contains(signature),
+                "{name}: the signature is in the logs"
+            );
+        }
+    }
 }
