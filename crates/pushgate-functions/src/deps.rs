@@ -9,7 +9,7 @@ use pushgate_domain::Config;
 use pushgate_push::Pusher;
 use pushgate_store::ConnectionStore;
 
-use crate::notifier::RetryPolicy;
+use crate::notifier::{DeliveryLimits, RetryPolicy};
 
 /// The time source. Tests fix it; everything else reads the system clock.
 #[derive(Clone, Debug, Default)]
@@ -91,4 +91,25 @@ pub struct NotifierDeps {
     pub pusher: Arc<dyn Pusher>,
     /// Backoff for 429 and 5xx answers.
     pub retry: RetryPolicy,
+    /// The cut-off before the deadline, the per-push budget, records at
+    /// once.
+    pub limits: DeliveryLimits,
+    /// Whether each invocation prints its figures in CloudWatch's embedded
+    /// metric format (on in Lambda; off where stdout is a terminal or a
+    /// test's).
+    pub emit_metrics: bool,
+}
+
+impl NotifierDeps {
+    /// The notifier's dependencies with the default retry policy and
+    /// limits, metrics off.
+    pub fn new(deps: Deps, pusher: Arc<dyn Pusher>) -> Self {
+        Self {
+            deps,
+            pusher,
+            retry: RetryPolicy::default(),
+            limits: DeliveryLimits::default(),
+            emit_metrics: false,
+        }
+    }
 }

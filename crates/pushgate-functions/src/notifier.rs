@@ -3,24 +3,41 @@
 //! of its user.
 //!
 //! Per record: parse the event (a record that can never succeed is reported
-//! failed, with its reason logged, so it reaches the DLQ); serialise the
-//! envelope once; page through the entity's subscribers and push with
-//! bounded concurrency; retry 429 and 5xx with capped, jittered exponential
-//! backoff; delete connections that answer 410 with their subscriptions.
-//! A record with any push still failing after its retries is reported in
-//! `batchItemFailures`, so SQS redelivers only that record (clients drop the
-//! duplicates by event id).
+//! failed, with its reason logged, so it reaches the DLQ); append it to each
+//! of its streams, which gives it its `seq` (the same one on a redelivery)
+//! and keeps it as history; page through the stream's subscribers and push
+//! with bounded concurrency; retry 429 and 5xx with capped, jittered backoff
+//! inside a per-push time budget; delete connections that answer 410.
+//!
+//! Lambda stops an invocation at its deadline without asking, and SQS then
+//! redelivers the whole batch. So the notifier works to a cut-off shortly
+//! before the deadline: records run concurrently, no push starts after the
+//! cut-off, and what was left undone (connections whose push failed or was
+//! cut off, and where reading subscribers stopped) is saved with the
+//! event's place in the stream. The record is reported in
+//! `batchItemFailures`, and its redelivery pushes only to what was left
+//! (see `docs/design.md`, "Delivery progress").
+//!
+//! A 403 from PostToConnection means every push will fail the same way (the
+//! endpoint names another API or stage, or the role lacks
+//! `execute-api:ManageConnections`): the record stops, fails and, after its
+//! retries, reaches the DLQ. It is never reported delivered.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
-use pushgate_domain::{ConnectionId, EntityId, EventError, NotificationEvent, UserId};
+use pushgate_domain::{
+    ConnectionId, DeliveryProgress, EventError, NotificationEvent, StreamHead, StreamKey,
+};
 use pushgate_push::PushError;
 use pushgate_store::{ConnectionStore, StoreError, SubscriberPage};
 use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
+use crate::metrics::FanoutMetrics;
 use crate::NotifierDeps;
 
 /// Subscribers read from the index per page.
@@ -39,11 +56,9 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     /// Six attempts: at most 50+100+200+400+800 ms of backoff (1.55 s, about
-    /// half that with jitter) per push, well inside the notifier's timeout.
-    /// With four, a burst that fails 30 % of pushes fails a pass over 200
-    /// subscribers about 3 times in 4 (1 − (1 − 0.3⁴)²⁰⁰), so records ran
-    /// out of receives; with six, about 1 in 7 (measured in the emulator's
-    /// fault test).
+    /// half that with jitter) per push, inside the push budget. With four,
+    /// a burst that fails 30 % of pushes fails a pass over 200 subscribers
+    /// about 3 times in 4 (1 − (1 − 0.3⁴)²⁰⁰); with six, about 1 in 7.
     fn default() -> Self {
         Self {
             max_attempts: 6,
@@ -55,13 +70,37 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Full-jitter backoff before attempt `attempt` (1-based, > 1).
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32 << (attempt.saturating_sub(2)).min(16));
         let ceiling = exp.min(self.cap);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+/// How an invocation spends its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryLimits {
+    /// No push starts later than this before the Lambda deadline: the time
+    /// left to save what is undone, delete gone connections and answer.
+    pub deadline_margin: Duration,
+    /// Longest one push may take, its retries included, so that one slow
+    /// connection cannot eat the invocation.
+    pub push_budget: Duration,
+    /// Records of a batch handled at once. Pushes of all of them share
+    /// `PUSH_CONCURRENCY`.
+    pub record_concurrency: usize,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        Self {
+            deadline_margin: Duration::from_millis(1500),
+            push_budget: Duration::from_secs(5),
+            record_concurrency: 10,
+        }
     }
 }
 
@@ -72,10 +111,12 @@ pub struct RecordOutcome {
     pub delivered: usize,
     /// Connections that answered 410 and were removed.
     pub gone: usize,
-    /// Pushes refused for good (413, 403): logged, not retried.
+    /// Pushes refused for good (413): logged, not retried.
     pub refused: usize,
-    /// Pushes that still failed after every retry: the record is retried.
-    pub failed: usize,
+    /// Pushes answered 429 at least once (API Gateway throttling).
+    pub throttled: usize,
+    /// Pushes left undone (failed after retries, or cut off).
+    pub undone: usize,
 }
 
 /// Why a record is reported failed.
@@ -84,194 +125,354 @@ pub enum RecordError {
     /// The record can never succeed; it belongs in the DLQ.
     #[error("undeliverable event")]
     Undeliverable(#[from] EventError),
-    /// Reading subscribers failed.
-    #[error("reading subscribers failed")]
+    /// Reading or writing the store failed.
+    #[error("the store failed")]
     Store(#[from] StoreError),
-    /// Some pushes failed after their retries.
-    #[error("{failed} pushes failed after retries ({delivered} delivered)")]
-    PushesFailed {
-        /// Failed pushes.
-        failed: usize,
-        /// Delivered pushes.
+    /// PostToConnection answered 403 Forbidden.
+    #[error(
+        "PostToConnection answered 403 Forbidden: MANAGEMENT_API_ENDPOINT probably names \
+         another API or stage, or the function's role lacks execute-api:ManageConnections on \
+         it ({delivered} delivered before)"
+    )]
+    Forbidden {
+        /// Delivered before the first 403.
         delivered: usize,
     },
+    /// Some pushes failed after their retries, or the invocation's cut-off
+    /// came first; what is left was saved for the redelivery.
+    #[error("{undone} pushes left for the redelivery ({delivered} delivered)")]
+    Unfinished {
+        /// Pushes left undone.
+        undone: usize,
+        /// Delivered.
+        delivered: usize,
+    },
+    /// The cut-off came before the record was started.
+    #[error("the invocation's cut-off came before this record started")]
+    NotStarted,
 }
 
 enum Push {
-    Delivered,
+    Delivered {
+        throttled: bool,
+    },
     Gone(ConnectionId),
     Refused,
-    Failed,
+    Forbidden(ConnectionId),
+    /// Failed after its retries, or out of time: left for the redelivery.
+    Undone {
+        id: ConnectionId,
+        throttled: bool,
+    },
 }
 
-async fn push_one(deps: &NotifierDeps, connection: ConnectionId, payload: &[u8]) -> Push {
-    let mut attempt = 1;
-    loop {
-        match deps.pusher.post(connection.as_str(), payload).await {
-            Ok(()) => return Push::Delivered,
-            Err(PushError::Gone) => return Push::Gone(connection),
-            Err(e) if e.is_retryable() && attempt < deps.retry.max_attempts => {
-                attempt += 1;
-                tokio::time::sleep(deps.retry.backoff(attempt)).await;
+/// What one invocation shares between its records.
+struct Invocation<'a> {
+    deps: &'a NotifierDeps,
+    /// No push starts after this.
+    cutoff: Instant,
+    /// Pushes in flight across every record.
+    pushes: Semaphore,
+    /// Stop every record's pushes after a 403.
+    forbidden: AtomicU64,
+}
+
+impl Invocation<'_> {
+    fn out_of_time(&self) -> bool {
+        Instant::now() >= self.cutoff
+    }
+
+    async fn push(&self, connection: ConnectionId, payload: &[u8]) -> Push {
+        let policy = self.deps.retry;
+        let end = (Instant::now() + self.deps.limits.push_budget).min(self.cutoff);
+        let mut throttled = false;
+        let mut attempt = 1;
+        loop {
+            if self.forbidden.load(Ordering::Relaxed) > 0 || Instant::now() >= end {
+                return Push::Undone {
+                    id: connection,
+                    throttled,
+                };
             }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(connection_id = %connection, attempts = attempt, error = %e, "push failed after retries");
-                return Push::Failed;
-            }
-            Err(e) => {
-                tracing::warn!(connection_id = %connection, error = %e, "push refused; not retried");
+            let result = {
+                let Ok(_permit) = self.pushes.acquire().await else {
+                    return Push::Undone {
+                        id: connection,
+                        throttled,
+                    };
+                };
+                tokio::time::timeout_at(end, self.deps.pusher.post(connection.as_str(), payload))
+                    .await
+            };
+            let error = match result {
+                Ok(Ok(())) => return Push::Delivered { throttled },
+                Ok(Err(PushError::Gone)) => return Push::Gone(connection),
+                Ok(Err(PushError::Forbidden)) => {
+                    self.forbidden.fetch_add(1, Ordering::Relaxed);
+                    return Push::Forbidden(connection);
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    tracing::warn!(connection_id = %connection, "push out of time; left for the redelivery");
+                    return Push::Undone {
+                        id: connection,
+                        throttled,
+                    };
+                }
+            };
+            throttled |= matches!(error, PushError::Throttled);
+            if !error.is_retryable() {
+                tracing::warn!(connection_id = %connection, error = %error, "push refused; not retried");
                 return Push::Refused;
             }
-        }
-    }
-}
-
-/// Who an event goes to.
-#[derive(Clone, Copy)]
-enum Target<'a> {
-    /// Every subscriber of an entity (the `byEntity` index).
-    Entity(&'a EntityId),
-    /// Every connection of a user (the `byUser` index).
-    User(&'a UserId),
-}
-
-impl Target<'_> {
-    async fn page(
-        self,
-        store: &dyn ConnectionStore,
-        now: i64,
-        after: Option<&ConnectionId>,
-    ) -> Result<SubscriberPage, StoreError> {
-        match self {
-            Self::Entity(e) => store.subscribers(e, now, after, PAGE_SIZE).await,
-            Self::User(u) => store.user_connections(u, now, after, PAGE_SIZE).await,
-        }
-    }
-}
-
-/// Where the next page of subscribers starts: a target's index and the
-/// last connection id read; `None` once every target is read.
-type Cursor = Option<(usize, Option<ConnectionId>)>;
-
-/// One page of connection ids, as a stream, and the cursor after it.
-type Page = stream::Iter<std::vec::IntoIter<Result<ConnectionId, StoreError>>>;
-
-async fn next_page(
-    store: &dyn ConnectionStore,
-    now: i64,
-    targets: &[Target<'_>],
-    cursor: Cursor,
-) -> Option<(Page, Cursor)> {
-    let (index, after) = cursor?;
-    let target = *targets.get(index)?;
-    match target.page(store, now, after.as_ref()).await {
-        Ok(page) => {
-            let next = match page.next {
-                Some(next) => (index, Some(next)),
-                None => (index + 1, None),
-            };
-            let ids: Vec<_> = page.connection_ids.into_iter().map(Ok).collect();
-            Some((stream::iter(ids), Some(next)))
-        }
-        Err(e) => Some((stream::iter(vec![Err(e)]), None)),
-    }
-}
-
-async fn push_item(
-    deps: &NotifierDeps,
-    payload: &[u8],
-    item: Result<ConnectionId, StoreError>,
-) -> Result<Push, StoreError> {
-    Ok(push_one(deps, item?, payload).await)
-}
-
-/// Delivers one event to every live subscriber of its entity and every live
-/// connection of its user; a connection that is both gets it once.
-pub async fn deliver(
-    deps: &NotifierDeps,
-    event: &NotificationEvent,
-) -> Result<RecordOutcome, RecordError> {
-    let payload = event.envelope()?;
-    let payload = payload.as_slice();
-    let store = deps.deps.store.as_ref();
-    let now = deps.deps.clock.now_secs();
-    let concurrency = deps.deps.config.push_concurrency.max(1);
-    let targets: Vec<Target<'_>> = event
-        .entity_id
-        .iter()
-        .map(Target::Entity)
-        .chain(event.user_id.iter().map(Target::User))
-        .collect();
-    // Only an event with two targets can reach a connection twice.
-    let mut seen: Option<HashSet<ConnectionId>> = (targets.len() > 1).then(HashSet::new);
-    // One stream of connection ids across every page of every target: the
-    // next page is read while the last page's pushes are still in flight,
-    // so concurrency never drains to zero at a page boundary.
-    let pages = stream::unfold(Some((0usize, None)), |cursor| {
-        next_page(store, now, &targets, cursor)
-    });
-    // Boxed: a concrete `Send` stream (the closures' futures otherwise
-    // defeat the compiler's `Send` check in callers that spawn).
-    let mut results = pages
-        .flatten()
-        .filter(|item| {
-            let fresh = match item {
-                Ok(c) => seen.as_mut().is_none_or(|s| s.insert(c.clone())),
-                Err(_) => true,
-            };
-            futures::future::ready(fresh)
-        })
-        .map(|item| push_item(deps, payload, item))
-        .buffer_unordered(concurrency)
-        .boxed();
-    let mut outcome = RecordOutcome::default();
-    let mut gone = Vec::new();
-    while let Some(result) = results.next().await {
-        match result? {
-            Push::Delivered => outcome.delivered += 1,
-            Push::Gone(c) => gone.push(c),
-            Push::Refused => outcome.refused += 1,
-            Push::Failed => outcome.failed += 1,
-        }
-    }
-    drop(results);
-    outcome.gone = gone.len();
-    stream::iter(gone)
-        .map(|c| async move { (store.delete_connection(&c).await, c) })
-        .buffer_unordered(concurrency)
-        .for_each(|(result, c)| async move {
-            if let Err(e) = result {
-                // TTL removes it later; the push loop already skipped it.
-                tracing::warn!(connection_id = %c, error = %e, "could not delete a gone connection");
+            if attempt >= policy.max_attempts {
+                tracing::warn!(connection_id = %connection, attempts = attempt, error = %error, "push failed after retries");
+                return Push::Undone {
+                    id: connection,
+                    throttled,
+                };
             }
-        })
-        .await;
-    if outcome.failed > 0 {
-        return Err(RecordError::PushesFailed {
-            failed: outcome.failed,
-            delivered: outcome.delivered,
-        });
+            attempt += 1;
+            tokio::time::sleep_until((Instant::now() + policy.backoff(attempt)).min(end)).await;
+        }
     }
-    Ok(outcome)
+}
+
+async fn page(
+    store: &dyn ConnectionStore,
+    stream: &StreamKey,
+    now: i64,
+    after: Option<&ConnectionId>,
+) -> Result<SubscriberPage, StoreError> {
+    match stream {
+        StreamKey::Entity(e) => store.subscribers(e, now, after, PAGE_SIZE).await,
+        StreamKey::User(u) => store.user_connections(u, now, after, PAGE_SIZE).await,
+    }
+}
+
+/// What delivering to one stream did, and what it left.
+#[derive(Default)]
+struct StreamDelivery {
+    outcome: RecordOutcome,
+    gone: Vec<ConnectionId>,
+    forbidden: bool,
+    left: DeliveryProgress,
+}
+
+impl StreamDelivery {
+    fn finished(&self) -> bool {
+        self.left.retry.is_empty() && self.left.read_all
+    }
+
+    fn count(&mut self, push: Push) {
+        match push {
+            Push::Delivered { throttled } => {
+                self.outcome.delivered += 1;
+                self.outcome.throttled += usize::from(throttled);
+            }
+            Push::Gone(c) => self.gone.push(c),
+            Push::Refused => self.outcome.refused += 1,
+            Push::Forbidden(c) => {
+                self.forbidden = true;
+                self.left.retry.push(c.as_str().to_owned());
+            }
+            Push::Undone { id, throttled } => {
+                self.outcome.throttled += usize::from(throttled);
+                self.left.retry.push(id.as_str().to_owned());
+            }
+        }
+    }
+}
+
+/// Pushes `payload` to the connections `progress` left (all of the
+/// stream's subscribers on a first delivery), page by page; the next page
+/// is read while this one's pushes are in flight.
+async fn deliver_stream(
+    inv: &Invocation<'_>,
+    stream: &StreamKey,
+    payload: &[u8],
+    progress: DeliveryProgress,
+) -> Result<StreamDelivery, StoreError> {
+    let store = inv.deps.deps.store.as_ref();
+    let now = inv.deps.deps.clock.now_secs();
+    let concurrency = inv.deps.deps.config.push_concurrency.max(1);
+    let mut done = StreamDelivery::default();
+    // Connections an earlier delivery left go first.
+    let mut unit: Vec<ConnectionId> = progress
+        .retry
+        .iter()
+        .filter_map(|c| ConnectionId::new(c.as_str()).ok())
+        .collect();
+    let mut resume_after = progress
+        .resume_after
+        .as_deref()
+        .and_then(|c| ConnectionId::new(c).ok());
+    let mut read_all = progress.read_all;
+    loop {
+        // Read the next page while this unit's pushes are in flight.
+        let next_page = async {
+            if read_all {
+                Ok(None)
+            } else {
+                page(store, stream, now, resume_after.as_ref())
+                    .await
+                    .map(Some)
+            }
+        };
+        let pushes = async {
+            if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) > 0 {
+                return unit
+                    .iter()
+                    .map(|id| Push::Undone {
+                        id: id.clone(),
+                        throttled: false,
+                    })
+                    .collect::<Vec<_>>();
+            }
+            // The futures are built up front (they do nothing until polled):
+            // a closure in the stream would make this future's lifetimes
+            // too general for the compiler to prove it `Send`.
+            let pushes: Vec<_> = unit
+                .iter()
+                .map(|id| inv.push(id.clone(), payload))
+                .collect();
+            stream::iter(pushes)
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await
+        };
+        let (next_page, pushed) = futures::join!(next_page, pushes);
+        for push in pushed {
+            done.count(push);
+        }
+        let Some(next_page) = next_page? else {
+            break;
+        };
+        if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) > 0 {
+            // This page is read but will not be pushed: resume at its start.
+            break;
+        }
+        unit = next_page.connection_ids;
+        match next_page.next {
+            Some(next) => resume_after = Some(next),
+            None => read_all = true,
+        }
+        if unit.is_empty() && read_all {
+            break;
+        }
+    }
+    done.left.resume_after = resume_after.map(|c| c.as_str().to_owned());
+    done.left.read_all = read_all;
+    Ok(done)
+}
+
+/// A fresh, random stream epoch: 10 characters of base 36.
+pub fn new_epoch() -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| char::from(DIGITS[rng.gen_range(0..DIGITS.len())]))
+        .collect()
 }
 
 async fn handle_record(
-    deps: &NotifierDeps,
+    inv: &Invocation<'_>,
     record: &SqsMessage,
+    metrics: &parking_lot::Mutex<FanoutMetrics>,
 ) -> Result<RecordOutcome, RecordError> {
+    if inv.out_of_time() {
+        return Err(RecordError::NotStarted);
+    }
+    let started = Instant::now();
+    let deps = &inv.deps.deps;
     let body = record.body.as_deref().unwrap_or_default();
     let event = NotificationEvent::from_eventbridge_json(body)?;
-    let outcome = deliver(deps, &event).await?;
-    tracing::info!(
-        message_id = record.message_id.as_deref().unwrap_or("-"),
-        event_id = %event.id,
-        entity_id = event.entity_id.as_ref().map_or("-", |e| e.as_str()),
-        user_id = event.user_id.as_ref().map_or("-", |u| u.as_str()),
-        delivered = outcome.delivered,
-        gone = outcome.gone,
-        refused = outcome.refused,
-        "notified"
-    );
+    event.check_size()?;
+    let now = deps.clock.now_secs();
+    let mut outcome = RecordOutcome::default();
+    let mut error = None;
+    for stream in event.streams() {
+        let build = |head: &StreamHead| {
+            let bytes = event.envelope(&stream, head)?;
+            Ok(String::from_utf8(bytes)?)
+        };
+        let appended = deps
+            .store
+            .append(
+                &stream,
+                &event.id,
+                deps.config.retention,
+                now,
+                &new_epoch(),
+                &build,
+            )
+            .await?;
+        let progress = appended.progress.clone().unwrap_or_default();
+        let delivery = deliver_stream(inv, &stream, appended.payload.as_bytes(), progress).await?;
+        outcome.delivered += delivery.outcome.delivered;
+        outcome.refused += delivery.outcome.refused;
+        outcome.throttled += delivery.outcome.throttled;
+        outcome.gone += delivery.gone.len();
+        for gone in &delivery.gone {
+            if let Err(e) = deps.store.delete_connection(gone).await {
+                // TTL removes it later; the push loop already skipped it.
+                tracing::warn!(connection_id = %gone, error = %e, "could not delete a gone connection");
+            }
+        }
+        if !delivery.finished() {
+            outcome.undone += delivery.left.retry.len();
+            deps.store
+                .save_progress(&stream, &event.id, &delivery.left)
+                .await?;
+            if delivery.forbidden {
+                error.get_or_insert(RecordError::Forbidden {
+                    delivered: outcome.delivered,
+                });
+            }
+            if inv.out_of_time() && !delivery.left.read_all {
+                // Left unread subscribers too: count them as one for the log.
+                outcome.undone += 1;
+            }
+        }
+        tracing::info!(
+            message_id = record.message_id.as_deref().unwrap_or("-"),
+            event_id = %event.id,
+            stream = %stream.pk(),
+            seq = appended.position.seq,
+            redelivered = !appended.fresh,
+            delivered = delivery.outcome.delivered,
+            gone = delivery.gone.len(),
+            refused = delivery.outcome.refused,
+            throttled = delivery.outcome.throttled,
+            undone = delivery.left.retry.len(),
+            "notified"
+        );
+    }
+    let age_ms = record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .map_or(0, |sent| deps.clock.now_ms().saturating_sub(sent));
+    {
+        let mut m = metrics.lock();
+        m.delivered += outcome.delivered as u64;
+        m.gone += outcome.gone as u64;
+        m.failed += outcome.undone as u64;
+        m.throttled += outcome.throttled as u64;
+        m.record_event(
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(age_ms).unwrap_or(0),
+        );
+    }
+    if let Some(error) = error {
+        return Err(error);
+    }
+    if outcome.undone > 0 {
+        return Err(RecordError::Unfinished {
+            undone: outcome.undone,
+            delivered: outcome.delivered,
+        });
+    }
     Ok(outcome)
 }
 
@@ -283,34 +484,72 @@ fn batch_item_failure(message_id: String) -> BatchItemFailure {
     failure
 }
 
+/// One record in its own span, with its message id.
+async fn record_task(
+    inv: &Invocation<'_>,
+    record: &SqsMessage,
+    metrics: &parking_lot::Mutex<FanoutMetrics>,
+) -> (String, Result<RecordOutcome, RecordError>) {
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("record", message_id = %message_id);
+    let result = tracing::Instrument::instrument(handle_record(inv, record, metrics), span).await;
+    (message_id, result)
+}
+
 /// Handles one SQS batch before `deadline` (the invocation's Lambda
-/// deadline); the response lists the records SQS must retry.
-pub async fn handle(
-    deps: &NotifierDeps,
-    event: SqsEvent,
-    deadline: tokio::time::Instant,
-) -> SqsBatchResponse {
-    let _ = deadline;
+/// deadline); the response lists exactly the records SQS must retry.
+pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    let inv = Invocation {
+        deps,
+        cutoff: deadline
+            .checked_sub(deps.limits.deadline_margin)
+            .unwrap_or(deadline),
+        pushes: Semaphore::new(deps.deps.config.push_concurrency.max(1)),
+        forbidden: AtomicU64::new(0),
+    };
+    let metrics = parking_lot::Mutex::new(FanoutMetrics::default());
+    // Built up front for the same reason as the pushes in `deliver_stream`.
+    let records: Vec<_> = event
+        .records
+        .iter()
+        .map(|record| record_task(&inv, record, &metrics))
+        .collect();
+    let results: Vec<(String, Result<RecordOutcome, RecordError>)> = stream::iter(records)
+        .buffer_unordered(deps.limits.record_concurrency.max(1))
+        .collect()
+        .await;
     let mut response = SqsBatchResponse::default();
-    for record in &event.records {
-        let message_id = record.message_id.clone().unwrap_or_default();
-        if let Err(e) = handle_record(deps, record).await {
-            match &e {
-                RecordError::Undeliverable(reason) => tracing::error!(
-                    message_id = %message_id,
-                    reason = %reason,
-                    "record can never be delivered; reported failed so it reaches the DLQ"
-                ),
-                other => tracing::warn!(
-                    message_id = %message_id,
-                    error = %other,
-                    source = ?std::error::Error::source(other).map(ToString::to_string),
-                    "record failed; reported for retry"
-                ),
-            }
-            response
-                .batch_item_failures
-                .push(batch_item_failure(message_id));
+    for (message_id, result) in results {
+        let Err(e) = result else { continue };
+        match &e {
+            RecordError::Undeliverable(reason) => tracing::error!(
+                message_id = %message_id,
+                reason = %reason,
+                "record can never be delivered; reported failed so it reaches the DLQ"
+            ),
+            RecordError::Forbidden { .. } => tracing::error!(
+                message_id = %message_id,
+                error = %e,
+                "record failed; it will reach the DLQ unless the endpoint or role is fixed"
+            ),
+            other => tracing::warn!(
+                message_id = %message_id,
+                error = %other,
+                source = ?std::error::Error::source(other).map(ToString::to_string),
+                "record failed; reported for retry"
+            ),
+        }
+        response
+            .batch_item_failures
+            .push(batch_item_failure(message_id));
+    }
+    if deps.emit_metrics {
+        let m = metrics.into_inner();
+        if let Err(e) = m.emit(
+            crate::metrics::NAMESPACE,
+            &[crate::metrics::function_dimension()],
+        ) {
+            tracing::warn!(error = %e, "could not write metrics");
         }
     }
     response
@@ -331,5 +570,13 @@ mod tests {
             assert!(policy.backoff(attempt) <= Duration::from_millis(40));
         }
         assert!(policy.backoff(2) <= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn epochs_are_short_and_differ() {
+        let (a, b) = (new_epoch(), new_epoch());
+        assert_eq!(a.len(), 10);
+        assert!(a.len() <= pushgate_domain::event::MAX_EPOCH_LEN);
+        assert_ne!(a, b);
     }
 }

@@ -21,3 +21,12 @@ pub fn json(status: i64, body: String) -> ApiGatewayProxyResponse {
 pub fn frame(status: i64, frame: &ServerFrame) -> ApiGatewayProxyResponse {
     json(status, frame.to_json())
 }
+
+/// A route response without a body: API Gateway sends the client nothing.
+// See `json` for why it is built from `Default`.
+#[allow(clippy::field_reassign_with_default)]
+pub fn empty(status: i64) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response
+}

@@ -11,7 +11,6 @@ use pushgate_domain::{AuthMode, Config, ConfigError};
 use pushgate_push::ManagementApiPusher;
 use pushgate_store::DynamoDbStore;
 
-use crate::notifier::RetryPolicy;
 use crate::{Deps, NotifierDeps};
 
 /// Why a function could not start.
@@ -298,11 +297,9 @@ pub async fn notifier_deps() -> Result<NotifierDeps, StartError> {
         .clone()
         .ok_or(ConfigError::Missing("MANAGEMENT_API_ENDPOINT"))?;
     let (deps, sdk) = deps_with(config).await;
-    Ok(NotifierDeps {
-        deps,
-        pusher: Arc::new(ManagementApiPusher::new(&sdk, &endpoint)),
-        retry: RetryPolicy::default(),
-    })
+    let mut notifier = NotifierDeps::new(deps, Arc::new(ManagementApiPusher::new(&sdk, &endpoint)));
+    notifier.emit_metrics = true;
+    Ok(notifier)
 }
 
 /// The invocation's deadline (`Lambda-Runtime-Deadline-Ms`, epoch

@@ -91,12 +91,12 @@ async fn subscribe_and_unsubscribe_samples_reply_as_two_way_routes() {
         .await
         .unwrap();
 
-    let response = subscribe::handle(&deps, sample("subscribe.json"))
+    let response = subscribe::handle(&subscribing(&deps), sample("subscribe.json"))
         .await
         .unwrap();
     assert_eq!(
         body(&response),
-        json!({"type": "subscribed", "entityId": "artist:ed-sheeran"})
+        json!({"type": "subscribed", "entityId": "artist:ed-sheeran", "seq": 0})
     );
     assert_eq!(
         store.all_subscriptions(),
@@ -127,7 +127,7 @@ async fn subscribe_and_unsubscribe_samples_reply_as_two_way_routes() {
 #[tokio::test]
 async fn subscribe_without_a_connection_leaves_no_orphan() {
     let (store, deps) = setup();
-    let response = subscribe::handle(&deps, sample("subscribe.json"))
+    let response = subscribe::handle(&subscribing(&deps), sample("subscribe.json"))
         .await
         .unwrap();
     assert_eq!(body(&response)["code"], "connection_gone");
@@ -164,7 +164,7 @@ async fn bad_frames_get_clear_errors_and_store_nothing() {
         ),
     ];
     for (frame, code) in cases {
-        let response = subscribe::handle(&deps, message("subscribe", "c1", frame))
+        let response = subscribe::handle(&subscribing(&deps), message("subscribe", "c1", frame))
             .await
             .unwrap();
         assert_eq!(response.status_code, 200);
@@ -177,7 +177,7 @@ async fn bad_frames_get_clear_errors_and_store_nothing() {
         r#"{{"action":"subscribe","entityId":"a","pad":"{}"}}"#,
         "x".repeat(140_000)
     );
-    let response = subscribe::handle(&deps, message("subscribe", "c1", &huge))
+    let response = subscribe::handle(&subscribing(&deps), message("subscribe", "c1", &huge))
         .await
         .unwrap();
     assert_eq!(body(&response)["code"], "message_too_large");
@@ -194,7 +194,7 @@ async fn subscriptions_are_capped_per_connection() {
     subscribed(&deps, "c1", "b").await;
     subscribed(&deps, "c1", "b").await;
     let response = subscribe::handle(
-        &deps,
+        &subscribing(&deps),
         message(
             "subscribe",
             "c1",
@@ -290,7 +290,12 @@ async fn notifier_sample_delivers_removes_gone_and_reports_the_bad_record() {
         serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).unwrap()["id"]
             .clone();
 
-    let response = notifier::handle(&notifier_deps(&deps, pusher.clone()), event, support::far_deadline()).await;
+    let response = notifier::handle(
+        &notifier_deps(&deps, pusher.clone()),
+        event,
+        support::far_deadline(),
+    )
+    .await;
 
     let failed: Vec<_> = response
         .batch_item_failures
@@ -308,7 +313,7 @@ async fn notifier_sample_delivers_removes_gone_and_reports_the_bad_record() {
     assert_eq!(
         to_c1,
         &json!({"type": "notification", "id": first_event_id, "entityId": "artist:ed-sheeran",
-            "time": to_c1["time"], "data": {"tickets": "on sale"}})
+            "seq": 1, "epoch": to_c1["epoch"], "time": to_c1["time"], "data": {"tickets": "on sale"}})
     );
     // The gone connection and all its subscriptions are removed.
     assert!(store
@@ -325,7 +330,7 @@ async fn notifier_sample_delivers_removes_gone_and_reports_the_bad_record() {
 #[tokio::test]
 async fn notifier_retries_throttling_and_5xx_then_reports_the_record() {
     let (store, deps) = setup();
-    for c in ["ok", "flaky", "down", "big", "denied"] {
+    for c in ["ok", "flaky", "down", "big"] {
         connected(&deps, c).await;
         subscribed(&deps, c, "e").await;
     }
@@ -333,12 +338,13 @@ async fn notifier_retries_throttling_and_5xx_then_reports_the_record() {
     pusher.answer("flaky", &[429, 500, 503]);
     pusher.always("down", 500);
     pusher.always("big", 413);
-    pusher.always("denied", 403);
     let nd = notifier_deps(&deps, pusher.clone());
 
     let response = notifier::handle(
         &nd,
-        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]), support::far_deadline())
+        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]),
+        support::far_deadline(),
+    )
     .await;
     assert_eq!(
         response.batch_item_failures.len(),
@@ -351,19 +357,21 @@ async fn notifier_retries_throttling_and_5xx_then_reports_the_record() {
         vec!["flaky", "ok"],
         "429 and 5xx were retried"
     );
-    // 4 attempts for flaky (3 failures) and down, 1 each for ok, big, denied.
-    assert_eq!(pusher.attempts.load(Ordering::SeqCst), 4 + 4 + 1 + 1 + 1);
+    // 4 attempts for flaky (3 failures) and down, 1 each for ok and big.
+    assert_eq!(pusher.attempts.load(Ordering::SeqCst), 4 + 4 + 1 + 1);
     assert_eq!(
         store.all_connections().len(),
-        5,
-        "413/403/5xx never delete a connection"
+        4,
+        "413/5xx never delete a connection"
     );
 
-    // Without the failing connection, 413 and 403 alone do not fail the record.
+    // Without the failing connection, 413 alone does not fail the record.
     pusher.always.lock().unwrap().remove("down");
     let response = notifier::handle(
         &nd,
-        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]), support::far_deadline())
+        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]),
+        support::far_deadline(),
+    )
     .await;
     assert!(response.batch_item_failures.is_empty());
 }
@@ -393,8 +401,12 @@ async fn notifier_reports_every_undeliverable_record() {
         ("too-big", too_big),
         ("good", eventbridge("ok", "e", json!({"n": 1}))),
     ];
-    let response =
-        notifier::handle(&notifier_deps(&deps, pusher.clone()), sqs_event(&records), support::far_deadline()).await;
+    let response = notifier::handle(
+        &notifier_deps(&deps, pusher.clone()),
+        sqs_event(&records),
+        support::far_deadline(),
+    )
+    .await;
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()
@@ -453,7 +465,9 @@ async fn notifier_fans_out_across_pages_with_bounded_concurrency() {
     });
     let response = notifier::handle(
         &notifier_deps(&deps, pusher.clone()),
-        sqs_event(&[("m", eventbridge("ev", "big", json!({})))]), support::far_deadline())
+        sqs_event(&[("m", eventbridge("ev", "big", json!({})))]),
+        support::far_deadline(),
+    )
     .await;
     assert!(response.batch_item_failures.is_empty());
     let to = pusher.delivered_to();

@@ -13,10 +13,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
-    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection,
-    ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
-    WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use pushgate_domain::auth::Scope;
@@ -25,8 +24,8 @@ use pushgate_domain::record::{
     HISTORY_SK_PREFIX, STREAM_HEAD_SK, SUBSCRIPTION_SK_PREFIX,
 };
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
-    SubscriptionRecord, UserId,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
 use crate::{
@@ -40,6 +39,9 @@ pub const BY_ENTITY_INDEX: &str = "byEntity";
 pub const BY_USER_INDEX: &str = "byUser";
 /// Items per BatchWriteItem call (DynamoDB's maximum).
 const BATCH_SIZE: usize = 25;
+/// Reads-and-writes of a subscription before giving up on a connection
+/// whose subscriptions keep changing underneath.
+const SUBSCRIBE_ATTEMPTS: u32 = 8;
 /// BatchWriteItem attempts before unprocessed items are an error.
 const BATCH_ATTEMPTS: u32 = 8;
 
@@ -131,10 +133,14 @@ enum Cancelled {
 fn cancelled(e: SdkError<TransactWriteItemsError>) -> Cancelled {
     let retry = match &e {
         SdkError::ServiceError(se) => match se.err() {
-            TransactWriteItemsError::TransactionCanceledException(c) => c
-                .cancellation_reasons()
-                .iter()
-                .any(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "TransactionConflict"))),
+            TransactWriteItemsError::TransactionCanceledException(c) => {
+                c.cancellation_reasons().iter().any(|r| {
+                    matches!(
+                        r.code(),
+                        Some("ConditionalCheckFailed" | "TransactionConflict")
+                    )
+                })
+            }
             TransactWriteItemsError::TransactionInProgressException(_) => true,
             _ => false,
         },
@@ -429,6 +435,124 @@ impl DynamoDbStore {
 }
 
 impl DynamoDbStore {
+    /// The connection's `subVersion` and how many live subscriptions it
+    /// holds to entities other than `entity_id`, in one consistent Query of
+    /// its partition; [`StoreError::ConnectionGone`] when the connection
+    /// item is missing or expired.
+    async fn subscription_count(
+        &self,
+        connection_id: &ConnectionId,
+        entity_id: &EntityId,
+        now: i64,
+    ) -> Result<(Option<i64>, usize), StoreError> {
+        let mut start: Option<Item> = None;
+        let (mut connection, mut version, mut others) = (false, None, 0);
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(connection_pk(connection_id)))
+                .projection_expression("sk, entityId, expiresAt, subVersion")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error("Query"))?;
+            for item in out.items.unwrap_or_default() {
+                let live = is_live(get_n(&item, "expiresAt")?, now);
+                if get_s(&item, "sk")? == CONNECTION_SK {
+                    connection = live;
+                    version = item
+                        .get("subVersion")
+                        .map(|_| get_n(&item, "subVersion"))
+                        .transpose()?;
+                } else if live && opt_s(&item, "entityId").as_deref() != Some(entity_id.as_str()) {
+                    others += 1;
+                }
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                break;
+            }
+        }
+        if !connection {
+            return Err(StoreError::ConnectionGone(connection_id.clone()));
+        }
+        Ok((version, others))
+    }
+
+    /// One attempt at writing a subscription: `Ok(None)` when the
+    /// connection item changed since it was read (another subscribe, or it
+    /// went away), so the caller reads again.
+    async fn try_subscribe(
+        &self,
+        record: &SubscriptionRecord,
+        now: i64,
+        version: Option<i64>,
+    ) -> Result<Option<()>, StoreError> {
+        let id = &record.connection_id;
+        let pk = connection_pk(id);
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::DynamoDb {
+            operation: "TransactWriteItems",
+            source: Box::new(e),
+        };
+        let bump = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(CONNECTION_SK))
+            .update_expression("SET subVersion = :next")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
+        let bump = match version {
+            Some(v) => bump
+                .condition_expression(
+                    "attribute_exists(pk) AND expiresAt > :now AND subVersion = :v",
+                )
+                .expression_attribute_values(":v", n(v)),
+            None => bump.condition_expression(
+                "attribute_exists(pk) AND expiresAt > :now AND attribute_not_exists(subVersion)",
+            ),
+        }
+        .build()
+        .map_err(build)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(subscription_sk(&record.entity_id)))
+            .item("connectionId", s(id.as_str()))
+            .item("entityId", s(record.entity_id.as_str()))
+            .item("subscribedAt", n(record.subscribed_at_ms))
+            .item("expiresAt", n(record.expires_at))
+            .build()
+            .map_err(build)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(bump).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(())),
+            Err(e) => {
+                let conflict = matches!(&e, SdkError::ServiceError(se)
+                    if matches!(se.err(), TransactWriteItemsError::TransactionCanceledException(c)
+                        if c.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))));
+                if conflict {
+                    return Err(StoreError::TransactionConflict);
+                }
+                match cancelled(e) {
+                    Cancelled::Retry => Ok(None),
+                    Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(e)),
+                }
+            }
+        }
+    }
+}
+
+impl DynamoDbStore {
     /// The head and the event's place, in one consistent BatchGetItem.
     async fn head_and_event(
         &self,
@@ -575,7 +699,11 @@ impl DynamoDbStore {
             .transact_items(TransactWriteItem::builder().put(head_put).build())
             .transact_items(TransactWriteItem::builder().put(event_put).build())
             .transact_items(TransactWriteItem::builder().put(history_put).build());
-        if let Some(old) = next.seq.checked_sub(retention.max_entries).filter(|o| *o > 0) {
+        if let Some(old) = next
+            .seq
+            .checked_sub(retention.max_entries)
+            .filter(|o| *o > 0)
+        {
             let trim = Delete::builder()
                 .table_name(&self.table)
                 .key("pk", s(pk))
@@ -766,60 +894,25 @@ impl ConnectionStore for DynamoDbStore {
         now: i64,
         max: usize,
     ) -> Result<(), StoreError> {
+        // The cap is counted, then written under a condition on the
+        // connection item's `subVersion`, which every subscribe bumps: two
+        // subscribes racing on one connection cannot both pass a count that
+        // only one of them fits in. The loser reads again.
         let id = &record.connection_id;
-        let others = self
-            .live_subscriptions(id, now)
-            .await?
-            .into_iter()
-            .filter(|e| *e != record.entity_id)
-            .count();
-        if others >= max {
-            return Err(StoreError::TooManySubscriptions {
-                connection_id: id.clone(),
-                max,
-            });
-        }
-        let pk = connection_pk(id);
-        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::DynamoDb {
-            operation: "TransactWriteItems",
-            source: Box::new(e),
-        };
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(CONNECTION_SK))
-            .condition_expression("attribute_exists(pk) AND expiresAt > :now")
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(build)?;
-        let put = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(&pk))
-            .item("sk", s(subscription_sk(&record.entity_id)))
-            .item("connectionId", s(id.as_str()))
-            .item("entityId", s(record.entity_id.as_str()))
-            .item("subscribedAt", n(record.subscribed_at_ms))
-            .item("expiresAt", n(record.expires_at))
-            .build()
-            .map_err(build)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
-                    if c.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed")) =>
-            {
-                Err(StoreError::ConnectionGone(id.clone()))
+        for _ in 0..SUBSCRIBE_ATTEMPTS {
+            let (version, others) = self.subscription_count(id, &record.entity_id, now).await?;
+            if others >= max {
+                return Err(StoreError::TooManySubscriptions {
+                    connection_id: id.clone(),
+                    max,
+                });
             }
-            Err(e) => Err(sdk_error("TransactWriteItems")(e)),
+            match self.try_subscribe(record, now, version).await? {
+                Some(()) => return Ok(()),
+                None => continue,
+            }
         }
+        Err(StoreError::TransactionConflict)
     }
 
     async fn unsubscribe(

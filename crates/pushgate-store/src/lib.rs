@@ -16,8 +16,8 @@
 
 use async_trait::async_trait;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
-    SubscriptionRecord, UserId,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
 mod dynamodb;

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use pushgate_domain::record::is_live;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
-    SubscriptionRecord, UserId,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
 use crate::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage};

@@ -7,8 +7,8 @@
 
 use pushgate_domain::auth::{Grant, Role, Scope};
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
-    SubscriptionRecord, UserId,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
 use pushgate_testkit::Moto;
@@ -323,10 +323,18 @@ fn retention(max_entries: u64) -> Retention {
 }
 
 fn frame(head: &StreamHead) -> Result<String, pushgate_store::BoxError> {
-    Ok(format!(r#"{{"seq":{},"epoch":"{}"}}"#, head.seq, head.epoch))
+    Ok(format!(
+        r#"{{"seq":{},"epoch":"{}"}}"#,
+        head.seq, head.epoch
+    ))
 }
 
-async fn append(store: &dyn ConnectionStore, stream: &StreamKey, event: &str, now: i64) -> (u64, String, bool) {
+async fn append(
+    store: &dyn ConnectionStore,
+    stream: &StreamKey,
+    event: &str,
+    now: i64,
+) -> (u64, String, bool) {
     let a = store
         .append(stream, event, retention(5), now, "ep1", &frame)
         .await
@@ -343,17 +351,29 @@ async fn stream_suite(store: &dyn ConnectionStore) {
     assert_eq!(store.stream_head(&artist, NOW).await.unwrap(), None);
     assert!(store.history(&artist, 0, 10, NOW).await.unwrap().is_empty());
 
-    assert_eq!(append(store, &artist, "ev-1", NOW).await, (1, "ep1".into(), true));
-    assert_eq!(append(store, &artist, "ev-2", NOW).await, (2, "ep1".into(), true));
+    assert_eq!(
+        append(store, &artist, "ev-1", NOW).await,
+        (1, "ep1".into(), true)
+    );
+    assert_eq!(
+        append(store, &artist, "ev-2", NOW).await,
+        (2, "ep1".into(), true)
+    );
     // A redelivered event keeps its place and nothing moves; it carries
     // what the last delivery left to do.
-    assert_eq!(append(store, &artist, "ev-1", NOW).await, (1, "ep1".into(), false));
+    assert_eq!(
+        append(store, &artist, "ev-1", NOW).await,
+        (1, "ep1".into(), false)
+    );
     let progress = DeliveryProgress {
         retry: vec!["c-7".into()],
         resume_after: Some("c-9".into()),
         read_all: false,
     };
-    store.save_progress(&artist, "ev-1", &progress).await.unwrap();
+    store
+        .save_progress(&artist, "ev-1", &progress)
+        .await
+        .unwrap();
     let again = store
         .append(&artist, "ev-1", retention(5), NOW, "ep1", &frame)
         .await
@@ -365,9 +385,15 @@ async fn stream_suite(store: &dyn ConnectionStore) {
         .save_progress(&artist, "never", &DeliveryProgress::default())
         .await
         .unwrap();
-    assert_eq!(append(store, &artist, "ev-3", NOW).await, (3, "ep1".into(), true));
+    assert_eq!(
+        append(store, &artist, "ev-3", NOW).await,
+        (3, "ep1".into(), true)
+    );
     // A user's stream with the same id is another stream.
-    assert_eq!(append(store, &alice, "ev-1", NOW).await, (1, "ep1".into(), true));
+    assert_eq!(
+        append(store, &alice, "ev-1", NOW).await,
+        (1, "ep1".into(), true)
+    );
     assert_eq!(
         store.stream_head(&artist, NOW).await.unwrap(),
         Some(StreamHead {
@@ -376,9 +402,18 @@ async fn stream_suite(store: &dyn ConnectionStore) {
         })
     );
     let seqs = |h: Vec<HistoryEntry>| h.iter().map(|e| e.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(store.history(&artist, 0, 10, NOW).await.unwrap()), vec![1, 2, 3]);
-    assert_eq!(seqs(store.history(&artist, 1, 10, NOW).await.unwrap()), vec![2, 3]);
-    assert_eq!(seqs(store.history(&artist, 0, 2, NOW).await.unwrap()), vec![1, 2]);
+    assert_eq!(
+        seqs(store.history(&artist, 0, 10, NOW).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        seqs(store.history(&artist, 1, 10, NOW).await.unwrap()),
+        vec![2, 3]
+    );
+    assert_eq!(
+        seqs(store.history(&artist, 0, 2, NOW).await.unwrap()),
+        vec![1, 2]
+    );
     assert!(store.history(&artist, 3, 10, NOW).await.unwrap().is_empty());
     let first = &store.history(&artist, 0, 1, NOW).await.unwrap()[0];
     assert_eq!(first.payload, r#"{"seq":1,"epoch":"ep1"}"#);
@@ -387,7 +422,10 @@ async fn stream_suite(store: &dyn ConnectionStore) {
     for i in 4..=8 {
         append(store, &artist, &format!("ev-{i}"), NOW).await;
     }
-    assert_eq!(seqs(store.history(&artist, 0, 10, NOW).await.unwrap()), vec![4, 5, 6, 7, 8]);
+    assert_eq!(
+        seqs(store.history(&artist, 0, 10, NOW).await.unwrap()),
+        vec![4, 5, 6, 7, 8]
+    );
 
     // Stream items never show up as subscribers.
     assert!(all_subscribers(store, "artist:x", 10).await.is_empty());
@@ -396,12 +434,19 @@ async fn stream_suite(store: &dyn ConnectionStore) {
     // After the TTL the stream is gone; the next event starts a new epoch.
     let expired = NOW + 3_601;
     assert_eq!(store.stream_head(&artist, expired).await.unwrap(), None);
-    assert!(store.history(&artist, 0, 10, expired).await.unwrap().is_empty());
+    assert!(store
+        .history(&artist, 0, 10, expired)
+        .await
+        .unwrap()
+        .is_empty());
     let a = store
         .append(&artist, "ev-9", retention(5), expired, "ep2", &frame)
         .await
         .unwrap();
-    assert_eq!((a.position.seq, a.position.epoch.as_str(), a.fresh), (1, "ep2", true));
+    assert_eq!(
+        (a.position.seq, a.position.epoch.as_str(), a.fresh),
+        (1, "ep2", true)
+    );
 }
 
 /// Two writers appending to one stream at once (as two notifier
@@ -417,7 +462,14 @@ async fn concurrent_appends(store: std::sync::Arc<dyn ConnectionStore>) {
             let stream = stream.clone();
             tokio::spawn(async move {
                 let a = store
-                    .append(&stream, &format!("ev-{i}"), retention(100), NOW, "ep", &frame)
+                    .append(
+                        &stream,
+                        &format!("ev-{i}"),
+                        retention(100),
+                        NOW,
+                        "ep",
+                        &frame,
+                    )
                     .await
                     .unwrap();
                 (writer, i, a.position.seq)
@@ -428,7 +480,10 @@ async fn concurrent_appends(store: std::sync::Arc<dyn ConnectionStore>) {
     for task in tasks {
         let (_, i, seq) = task.await.unwrap();
         let previous = given.insert(i, seq);
-        assert!(previous.is_none_or(|p| p == seq), "event {i} got {previous:?} and {seq}");
+        assert!(
+            previous.is_none_or(|p| p == seq),
+            "event {i} got {previous:?} and {seq}"
+        );
     }
     let mut seqs: Vec<u64> = given.values().copied().collect();
     seqs.sort_unstable();
@@ -453,4 +508,59 @@ async fn dynamodb_store_keeps_streams_against_a_real_server() {
     store.create_table_if_missing().await.unwrap();
     stream_suite(&store).await;
     concurrent_appends(std::sync::Arc::new(store)).await;
+}
+
+/// Subscribes racing on one connection (a page subscribing to everything
+/// on load) never take it past the cap.
+async fn concurrent_subscribes_hold_the_cap(store: std::sync::Arc<dyn ConnectionStore>) {
+    store
+        .put_connection(&connection("c-page", LATER))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let sub = subscription("c-page", &format!("artist:{i}"), LATER);
+                    match store.subscribe(&sub, NOW, 3).await {
+                        // The adapter gave up on the race: the caller retries.
+                        Err(StoreError::TransactionConflict) => continue,
+                        other => return other,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StoreError::TooManySubscriptions { max: 3, .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(stored, 3);
+    assert_eq!(
+        store
+            .subscriptions(&cid("c-page"), NOW)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn memory_store_holds_the_cap_under_concurrent_subscribes() {
+    concurrent_subscribes_hold_the_cap(std::sync::Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_holds_the_cap_under_concurrent_subscribes() {
+    // Serial moto: see dynamodb_store_keeps_streams_against_a_real_server.
+    let moto = Moto::start_serial();
+    let store = DynamoDbStore::new(moto.dynamodb(), "pushgate-cap");
+    store.create_table_if_missing().await.unwrap();
+    concurrent_subscribes_hold_the_cap(std::sync::Arc::new(store)).await;
 }

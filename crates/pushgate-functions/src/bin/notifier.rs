@@ -1,5 +1,6 @@
 //! Lambda binary for the notifier (SQS event source with
-//! `ReportBatchItemFailures`).
+//! `ReportBatchItemFailures`). The invocation's deadline reaches the
+//! handler, which stops starting work shortly before it.
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -9,8 +10,10 @@ use pushgate_functions::{notifier, runtime};
 async fn main() -> Result<(), Error> {
     pushgate_functions::runtime::init_tracing();
     let deps = runtime::notifier_deps().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, Error>(notifier::handle(&deps, event.payload, runtime::deadline(&event.context)).await)
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let deadline = runtime::deadline(&event.context);
+        let deps = &deps;
+        async move { Ok::<_, Error>(notifier::handle(deps, event.payload, deadline).await) }
     }))
     .await
 }

@@ -7,7 +7,8 @@ use pushgate_functions::{runtime, subscribe};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pushgate_functions::runtime::init_tracing();
-    let deps = runtime::deps().await?;
+    // Pushes: a resuming subscribe replays history with PostToConnection.
+    let deps = runtime::notifier_deps().await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
             subscribe::handle(&deps, event.payload)

@@ -73,7 +73,7 @@ pub async fn connected(deps: &Deps, id: &str) {
 
 pub async fn subscribed(deps: &Deps, id: &str, entity: &str) {
     let body_text = json!({"action": "subscribe", "entityId": entity}).to_string();
-    let response = subscribe::handle(deps, message("subscribe", id, &body_text))
+    let response = subscribe::handle(&subscribing(deps), message("subscribe", id, &body_text))
         .await
         .unwrap();
     assert_eq!(body(&response)["type"], "subscribed", "{id} → {entity}");
@@ -153,15 +153,13 @@ impl Pusher for ScriptedPusher {
 }
 
 pub fn notifier_deps(deps: &Deps, pusher: Arc<ScriptedPusher>) -> NotifierDeps {
-    NotifierDeps {
-        deps: deps.clone(),
-        pusher,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-        },
-    }
+    let mut nd = NotifierDeps::new(deps.clone(), pusher);
+    nd.retry = RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+    };
+    nd
 }
 
 pub fn sqs_event(bodies: &[(&str, String)]) -> SqsEvent {
@@ -190,4 +188,11 @@ pub fn eventbridge(id: &str, entity: &str, message: Value) -> String {
 #[allow(dead_code)]
 pub fn far_deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(900)
+}
+
+/// Dependencies for `subscribe`, which pushes only when it replays history:
+/// a pusher that accepts everything.
+#[allow(dead_code)]
+pub fn subscribing(deps: &Deps) -> NotifierDeps {
+    notifier_deps(deps, Arc::new(ScriptedPusher::default()))
 }

@@ -1,0 +1,287 @@
+//! Delivery that survives reconnects and Lambda: sequence numbers per
+//! stream, resume with `since` (replay through PostToConnection, in order,
+//! after the `subscribed` frame), the user stream, redeliveries that push
+//! only what was left, the cut-off before the Lambda deadline, and 403.
+
+// Test code: a panic is how a failed expectation is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushgate_functions::notifier;
+use pushgate_functions::subscribe;
+use serde_json::{json, Value};
+use support::*;
+
+fn seqs(pusher: &ScriptedPusher, connection: &str) -> Vec<u64> {
+    pusher
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, v)| c == connection && v["type"] == "notification")
+        .map(|(_, v)| v["seq"].as_u64().unwrap())
+        .collect()
+}
+
+async fn publish_events(
+    nd: &pushgate_functions::NotifierDeps,
+    entity: &str,
+    ids: std::ops::RangeInclusive<u32>,
+) {
+    for i in ids {
+        let response = notifier::handle(
+            nd,
+            sqs_event(&[(
+                &format!("m{i}"),
+                eventbridge(&format!("ev-{i}"), entity, json!(i)),
+            )]),
+            far_deadline(),
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn notifications_carry_gap_free_seqs_and_a_redelivery_keeps_its_seq() {
+    let (_, deps) = setup();
+    connected(&deps, "c1").await;
+    subscribed(&deps, "c1", "e").await;
+    let pusher = Arc::new(ScriptedPusher::default());
+    let nd = notifier_deps(&deps, pusher.clone());
+    publish_events(&nd, "e", 1..=3).await;
+    // SQS delivers ev-2 again: same seq, and the subscriber drops it by seq.
+    let again = notifier::handle(
+        &nd,
+        sqs_event(&[("m2-again", eventbridge("ev-2", "e", json!(2)))]),
+        far_deadline(),
+    )
+    .await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(seqs(&pusher, "c1"), vec![1, 2, 3, 2]);
+    let delivered = pusher.delivered.lock().unwrap().clone();
+    let epochs: std::collections::HashSet<_> =
+        delivered.iter().map(|(_, v)| v["epoch"].clone()).collect();
+    assert_eq!(epochs.len(), 1, "one stream, one epoch");
+}
+
+#[tokio::test]
+async fn resume_replays_what_was_missed_in_order_after_the_reply() {
+    let (_, deps) = setup();
+    connected(&deps, "c1").await;
+    subscribed(&deps, "c1", "e").await;
+    let pusher = Arc::new(ScriptedPusher::default());
+    let nd = notifier_deps(&deps, pusher.clone());
+    publish_events(&nd, "e", 1..=3).await;
+    let epoch = pusher.delivered.lock().unwrap()[0].1["epoch"].clone();
+    // c1 goes away; five more are published; c2 (its reconnect) resumes.
+    pushgate_functions::disconnect::handle(&deps, message("$disconnect", "c1", ""))
+        .await
+        .unwrap();
+    publish_events(&nd, "e", 4..=8).await;
+    connected(&deps, "c2").await;
+    let resuming = notifier_deps(&deps, pusher.clone());
+    let frame = json!({"action":"subscribe","entityId":"e","since":3,"epoch":epoch}).to_string();
+    let response = subscribe::handle(&resuming, message("subscribe", "c2", &frame))
+        .await
+        .unwrap();
+    assert!(
+        response.body.is_none(),
+        "the reply was posted before the replay"
+    );
+    let to_c2: Vec<Value> = pusher
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c == "c2")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(
+        to_c2[0],
+        json!({"type":"subscribed","entityId":"e","seq":8,"epoch":epoch,"recovered":true})
+    );
+    assert_eq!(seqs(&pusher, "c2"), vec![4, 5, 6, 7, 8]);
+    // Then live ones.
+    publish_events(&nd, "e", 9..=9).await;
+    assert_eq!(seqs(&pusher, "c2"), vec![4, 5, 6, 7, 8, 9]);
+
+    // Up to date: the reply alone, recovered.
+    let frame = json!({"action":"subscribe","entityId":"e","since":9}).to_string();
+    let response = subscribe::handle(&resuming, message("subscribe", "c2", &frame))
+        .await
+        .unwrap();
+    assert_eq!(
+        body(&response),
+        json!({"type":"subscribed","entityId":"e","seq":9,"epoch":epoch,"recovered":true})
+    );
+    // Another epoch: not recovered, nothing replayed.
+    let frame = json!({"action":"subscribe","entityId":"e","since":3,"epoch":"other"}).to_string();
+    let before = pusher.delivered.lock().unwrap().len();
+    let response = subscribe::handle(&resuming, message("subscribe", "c2", &frame))
+        .await
+        .unwrap();
+    assert_eq!(body(&response)["recovered"], false);
+    assert_eq!(pusher.delivered.lock().unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn resume_is_not_recovered_once_history_no_longer_reaches_back() {
+    let (_, mut deps) = setup();
+    deps.config.retention.max_entries = 3;
+    connected(&deps, "c1").await;
+    subscribed(&deps, "c1", "e").await;
+    let pusher = Arc::new(ScriptedPusher::default());
+    let nd = notifier_deps(&deps, pusher.clone());
+    publish_events(&nd, "e", 1..=6).await;
+    let frame = json!({"action":"subscribe","entityId":"e","since":2}).to_string();
+    let response = subscribe::handle(&nd, message("subscribe", "c1", &frame))
+        .await
+        .unwrap();
+    let reply = body(&response);
+    assert_eq!(
+        (reply["recovered"].clone(), reply["seq"].clone()),
+        (json!(false), json!(6))
+    );
+    // History holds 4..6: since 3 still recovers.
+    let frame = json!({"action":"subscribe","entityId":"e","since":3}).to_string();
+    let response = subscribe::handle(&nd, message("subscribe", "c1", &frame))
+        .await
+        .unwrap();
+    assert!(response.body.is_none());
+    assert_eq!(seqs(&pusher, "c1"), vec![1, 2, 3, 4, 5, 6, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn the_user_stream_resumes_for_its_own_user_only() {
+    let (_, deps) = setup();
+    // `connected` makes connections of user "alice"? Use the token path.
+    connected(&deps, "c1").await;
+    let frame = json!({"action":"subscribe","userId":"mallory","since":0}).to_string();
+    let response = subscribe::handle(&subscribing(&deps), message("subscribe", "c1", &frame))
+        .await
+        .unwrap();
+    assert_eq!(body(&response)["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn ping_is_answered_pong_without_the_store() {
+    let (_, deps) = setup();
+    let response = subscribe::handle(
+        &subscribing(&deps),
+        message("ping", "nobody", r#"{"action":"ping"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body(&response), json!({"type":"pong"}));
+}
+
+#[tokio::test]
+async fn a_redelivery_pushes_only_to_connections_that_did_not_get_it() {
+    let (_, deps) = setup();
+    for c in ["a", "b", "c"] {
+        connected(&deps, c).await;
+        subscribed(&deps, c, "e").await;
+    }
+    let pusher = Arc::new(ScriptedPusher::default());
+    pusher.always("b", 500);
+    let nd = notifier_deps(&deps, pusher.clone());
+    let record = || sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]);
+    let first = notifier::handle(&nd, record(), far_deadline()).await;
+    assert_eq!(first.batch_item_failures.len(), 1);
+    assert_eq!(pusher.delivered_to(), vec!["a", "c"]);
+    // b recovers; SQS redelivers the record.
+    pusher.always.lock().unwrap().clear();
+    let attempts_before = pusher.attempts.load(Ordering::SeqCst);
+    let second = notifier::handle(&nd, record(), far_deadline()).await;
+    assert!(second.batch_item_failures.is_empty());
+    assert_eq!(
+        pusher.attempts.load(Ordering::SeqCst) - attempts_before,
+        1,
+        "only b"
+    );
+    assert_eq!(pusher.delivered_to(), vec!["a", "b", "c"]);
+    assert_eq!(seqs(&pusher, "b"), vec![1]);
+}
+
+#[tokio::test]
+async fn forbidden_fails_the_record_instead_of_dropping_the_event() {
+    let (_, deps) = setup();
+    for c in ["a", "b"] {
+        connected(&deps, c).await;
+        subscribed(&deps, c, "e").await;
+    }
+    let pusher = Arc::new(ScriptedPusher::default());
+    pusher.always("a", 403);
+    pusher.always("b", 403);
+    let nd = notifier_deps(&deps, pusher.clone());
+    let response = notifier::handle(
+        &nd,
+        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]),
+        far_deadline(),
+    )
+    .await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "never reported delivered"
+    );
+    assert!(pusher.delivered_to().is_empty());
+}
+
+#[tokio::test]
+async fn the_notifier_stops_before_its_deadline_and_leaves_the_rest_for_the_redelivery() {
+    let (_, deps) = setup();
+    for i in 0..40 {
+        let c = format!("c{i:02}");
+        connected(&deps, &c).await;
+        subscribed(&deps, &c, "e").await;
+    }
+    let pusher = Arc::new(ScriptedPusher {
+        delay: Duration::from_millis(100),
+        ..ScriptedPusher::default()
+    });
+    let mut nd = notifier_deps(&deps, pusher.clone());
+    nd.deps.config.push_concurrency = 2;
+    nd.limits.deadline_margin = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(1000);
+    let records = sqs_event(&[
+        ("m1", eventbridge("ev-1", "e", json!(1))),
+        ("m2", eventbridge("ev-2", "e", json!(2))),
+    ]);
+    let response = notifier::handle(&nd, records.clone(), deadline).await;
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "answered before the deadline"
+    );
+    let mut failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec!["m1", "m2"],
+        "80 pushes at 2 × 10/s cannot finish"
+    );
+    let first_pass = pusher.delivered.lock().unwrap().len();
+    assert!(first_pass > 0 && first_pass < 80, "{first_pass}");
+    // Redeliveries with time to spare finish the job without pushing twice.
+    nd.deps.config.push_concurrency = 64;
+    let response = notifier::handle(&nd, records, far_deadline()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let delivered = pusher.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 80, "every connection got both, once");
+    let unique: std::collections::HashSet<_> = delivered
+        .iter()
+        .map(|(c, v)| (c.clone(), v["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(unique.len(), 80);
+}
