@@ -43,6 +43,12 @@ export async function startMockServer({ idleTimeoutMs = 0, maxDurationMs = 0, dr
       res.end(JSON.stringify(body));
       return;
     }
+    if (req.method === "GET" && url.pathname === "/") {
+      // A page of this origin, for browser checks (loopback to loopback).
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<!doctype html><title>pushgate mock</title>");
+      return;
+    }
     res.writeHead(404).end();
   });
 
