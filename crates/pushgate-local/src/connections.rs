@@ -71,6 +71,9 @@ pub async fn post_to_connection(
         return Err(PostError::Injected(status));
     }
     let Some(session) = state.sessions().get(connection_id) else {
+        if state.virtual_connections().deliver(connection_id) {
+            return Ok(());
+        }
         tracing::debug!(connection_id, "PostToConnection: gone");
         return Err(PostError::Gone);
     };

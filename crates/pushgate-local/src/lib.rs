@@ -18,7 +18,7 @@
 //!    bounded outbound buffer), [`sqs`] (the queue, its event source mapping
 //!    with concurrency and timeouts, the DLQ), [`store`] (the store decorator
 //!    that injects DynamoDB faults), [`eventbridge`] (PutEvents entries and
-//!    the rule).
+//!    the rule), [`virtual_conns`] (socket-less subscribers).
 //! 4. [`state`]: what every handler shares.
 //! 5. [`connections`]: PostToConnection's logic.
 //! 6. [`http`]: the axum handlers and [`app`], the router (testable without
@@ -39,6 +39,7 @@ pub mod state;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod virtual_conns;
 
 use std::future::Future;
 use std::net::SocketAddr;

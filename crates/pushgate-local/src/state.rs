@@ -14,6 +14,7 @@ use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::sqs::{LocalQueue, Queue};
 use crate::throttle::TokenBucket;
+use crate::virtual_conns::VirtualConnections;
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -32,6 +33,7 @@ struct Inner {
     event_queue: Arc<dyn EventQueue>,
     faults: Arc<FaultInjector>,
     post_throttle: Option<TokenBucket>,
+    virtual_connections: VirtualConnections,
 }
 
 /// What [`AppState::new`] is built from.
@@ -79,6 +81,7 @@ impl AppState {
                 sessions: Arc::default(),
                 queue,
                 post_throttle,
+                virtual_connections: VirtualConnections::default(),
             }),
         }
     }
@@ -137,6 +140,11 @@ impl AppState {
     /// The faults in force.
     pub fn faults(&self) -> &FaultInjector {
         &self.inner.faults
+    }
+
+    /// Socket-less connections for measuring large fan-outs.
+    pub fn virtual_connections(&self) -> &VirtualConnections {
+        &self.inner.virtual_connections
     }
 
     /// PostToConnection's token bucket, when throttling is on.

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, EntityId, HistoryEntry, Retention, StreamHead, StreamKey,
-    SubscriptionRecord, UserId,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 use pushgate_store::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage};
 
@@ -125,6 +125,15 @@ impl ConnectionStore for FaultyStore {
         self.inner
             .append(stream, event_id, retention, now, new_epoch, payload)
             .await
+    }
+
+    async fn save_progress(
+        &self,
+        stream: &StreamKey,
+        event_id: &str,
+        progress: &DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        self.inner.save_progress(stream, event_id, progress).await
     }
 
     async fn stream_head(

@@ -9,12 +9,15 @@
 //! - [`console`]: the demo page, status and DLQ listing.
 //! - [`faults`](self::faults): `/_pushgate/faults`.
 //! - [`token`]: `POST /_pushgate/token`.
+//! - [`virtual_conns`]: `/_pushgate/virtual` (socket-less subscribers).
 
 pub mod console;
 pub mod eventbridge;
 pub mod faults;
+pub mod history;
 pub mod management;
 pub mod token;
+pub mod virtual_conns;
 pub mod websocket;
 
 use axum::routing::{get, post};
@@ -28,6 +31,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(websocket::root).post(eventbridge::put_events))
         .route("/events", post(eventbridge::put_events))
+        .route("/history", get(history::get).options(history::preflight))
         .route("/_pushgate/status", get(console::status))
         .route("/_pushgate/dlq", get(console::dlq))
         .route("/_pushgate/token", post(token::issue))
@@ -35,6 +39,13 @@ pub fn app(state: AppState) -> Router {
             "/_pushgate/faults",
             get(faults::get).put(faults::put).delete(faults::clear),
         )
+        .route(
+            "/_pushgate/virtual",
+            get(virtual_conns::summary)
+                .post(virtual_conns::add)
+                .delete(virtual_conns::clear),
+        )
+        .route("/_pushgate/virtual/{id}", get(virtual_conns::one))
         .route(
             "/@connections/{id}",
             get(management::get_root)

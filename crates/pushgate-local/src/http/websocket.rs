@@ -263,15 +263,28 @@ impl Route {
             Some("subscribe") => "subscribe",
             Some("unsubscribe") => "unsubscribe",
             Some("publish") => "publish",
+            Some("ping") => "ping",
             _ => "$default",
         };
+        if route == "ping" {
+            // The template answers `ping` with a mock integration: no
+            // function runs, API Gateway replies itself.
+            self.send(Outbound::Text(r#"{"type":"pong"}"#.to_owned()));
+            return;
+        }
         let event = apigw::message_event(&self.conn, route, body, now_ms());
         let request_id = event.request_context.request_id.clone().unwrap_or_default();
         let state = &self.state;
         let deps = state.deps();
         let limit = state.settings().timeouts.for_route(route);
         let result = match route {
-            "subscribe" => invoke("subscribe", limit, event, |e| subscribe::handle(deps, e)).await,
+            "subscribe" => {
+                let notifier = state.notifier();
+                invoke("subscribe", limit, event, |e| {
+                    subscribe::handle(notifier, e)
+                })
+                .await
+            }
             "unsubscribe" => {
                 invoke("unsubscribe", limit, event, |e| {
                     unsubscribe::handle(deps, e)
