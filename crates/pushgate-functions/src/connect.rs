@@ -46,11 +46,15 @@ impl<'a> Offer<'a> {
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .collect();
+        // The entry after `pushgate.v1` is the token, unless it is a
+        // subprotocol pushgate speaks: `pushgate.v1, websocket` (a client
+        // that sends its token in the query string) carries no token, and
+        // taking `websocket` for one would refuse the handshake.
         let token_at = all
             .iter()
             .position(|p| *p == TOKEN_SUBPROTOCOL)
             .map(|i| i + 1)
-            .filter(|i| *i < all.len());
+            .filter(|i| all.get(*i).is_some_and(|p| !SUBPROTOCOLS.contains(p)));
         Self {
             token: token_at.map(|i| all[i]),
             protocols: all
@@ -83,6 +87,18 @@ fn authorizer_user(request: &ApiGatewayWebsocketProxyRequest) -> Option<UserId> 
     raw.as_str().and_then(|s| UserId::new(s).ok())
 }
 
+/// Where the token came from, for logs (never the token itself).
+fn token_source(
+    request: &ApiGatewayWebsocketProxyRequest,
+    offered_token: Option<&str>,
+) -> &'static str {
+    match request.query_string_parameters.first("token") {
+        Some(t) if !t.is_empty() => "query",
+        _ if offered_token.is_some_and(|t| !t.is_empty()) => "subprotocol",
+        _ => "none",
+    }
+}
+
 /// Who is connecting: the user and scope, or why not.
 fn authenticate(
     deps: &Deps,
@@ -92,6 +108,7 @@ fn authenticate(
     let token = request
         .query_string_parameters
         .first("token")
+        .filter(|t| !t.is_empty())
         .or(offered_token)
         .filter(|t| !t.is_empty());
     match (token, &deps.verifier) {
@@ -138,8 +155,13 @@ pub async fn handle(
     let (user_id, scope) = match authenticate(deps, &request, offer.token) {
         Ok(who) => who,
         Err(e) => {
-            // Which failure, never the token.
-            tracing::warn!(connection_id = %id, reason = e.kind(), "refused: authentication failed");
+            // Which failure and where the token was, never the token.
+            tracing::warn!(
+                connection_id = %id,
+                reason = e.kind(),
+                token_source = token_source(&request, offer.token),
+                "refused: authentication failed"
+            );
             let code = match &e {
                 AuthError::Expired => ErrorCode::TokenExpired,
                 AuthError::BadScope(_) => ErrorCode::Forbidden,
@@ -168,6 +190,7 @@ pub async fn handle(
         connection_id = %id,
         user_id = record.user_id.as_ref().map_or("-", |u| u.as_str()),
         subprotocol = subprotocol.unwrap_or("-"),
+        token_source = token_source(&request, offer.token),
         "connected"
     );
     let mut response = reply::json(200, String::new());
@@ -202,5 +225,21 @@ mod tests {
             Err(NoSupportedSubprotocol)
         );
         assert_eq!(Offer::from_headers(&HeaderMap::new()).choose(), Ok(None));
+    }
+
+    #[test]
+    fn a_known_subprotocol_after_pushgate_v1_is_not_a_token() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            SUBPROTOCOL_HEADER,
+            HeaderValue::from_static("pushgate.v1, websocket"),
+        );
+        let offer = Offer::from_headers(&headers);
+        assert_eq!(offer.token, None);
+        assert_eq!(offer.protocols, vec!["pushgate.v1", "websocket"]);
+        assert_eq!(offer.choose(), Ok(Some("pushgate.v1")));
+
+        headers.insert(SUBPROTOCOL_HEADER, HeaderValue::from_static("pushgate.v1"));
+        assert_eq!(Offer::from_headers(&headers).token, None);
     }
 }

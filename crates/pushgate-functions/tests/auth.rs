@@ -420,7 +420,9 @@ async fn a_user_targeted_notification_reaches_every_tab_of_that_user_only() {
         let response = connect_with(&deps, id, &token(user, NOW + 600, &grants)).await;
         assert_eq!(response.status_code, 200);
     }
-    // a1 also subscribes to the entity: it must still get the event once.
+    // a1 also subscribes to the entity. An event naming both a user and an
+    // entity belongs to both streams (docs/design.md): a1 gets one frame
+    // per stream, each tab of alice one user-stream frame, bob nothing.
     send(
         &deps,
         "subscribe",
@@ -445,10 +447,29 @@ async fn a_user_targeted_notification_reaches_every_tab_of_that_user_only() {
     )
     .await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(pusher.delivered_to(), vec!["a1", "a2", "a3"]);
-    let (_, got) = pusher.delivered.lock().unwrap()[0].clone();
-    assert_eq!(got["userId"], "alice");
-    assert_eq!(got["id"], "ev-user");
+    let mut frames: Vec<(String, bool)> = pusher
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(to, frame)| {
+            assert_eq!(frame["id"], "ev-user");
+            (to.to_string(), frame.get("userId").is_some())
+        })
+        .collect();
+    frames.sort();
+    let user_stream: Vec<&str> = frames
+        .iter()
+        .filter(|(_, user)| *user)
+        .map(|(to, _)| to.as_str())
+        .collect();
+    let entity_stream: Vec<&str> = frames
+        .iter()
+        .filter(|(_, user)| !*user)
+        .map(|(to, _)| to.as_str())
+        .collect();
+    assert_eq!(user_stream, vec!["a1", "a2", "a3"], "{frames:?}");
+    assert_eq!(entity_stream, vec!["a1"], "{frames:?}");
     let _ = UserId::new("alice").unwrap();
 }
 
@@ -847,6 +868,17 @@ async fn no_log_level_prints_a_token() {
         "{text}"
     );
     assert_eq!(text.matches("\"connected\"").count(), 2, "{text}");
+    // Where each token came from is logged instead.
+    assert_eq!(
+        text.matches(r#""token_source":"query""#).count(),
+        8,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(r#""token_source":"subprotocol""#).count(),
+        8,
+        "{text}"
+    );
     for (name, t) in &tokens {
         assert!(
             !text.contains(t.as_str()),
@@ -860,4 +892,51 @@ async fn no_log_level_prints_a_token() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn an_empty_query_token_or_a_known_subprotocol_does_not_hide_the_real_token() {
+    let (store, deps) = token_mode();
+    let t = token("alice", NOW + 600, &[(Role::Subscribe, "artist:*")]);
+    // `?token=` left empty by a client that sends the token as a subprotocol.
+    let offered = format!("pushgate.v1, {t}");
+    let response = connect::handle(&deps, connect_event("e1", Some(""), Some(&offered)))
+        .await
+        .unwrap();
+    assert_eq!(response.status_code, 200);
+    // The token in the query, `pushgate.v1, websocket` offered.
+    let response = connect::handle(
+        &deps,
+        connect_event("e2", Some(&t), Some("pushgate.v1, websocket")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status_code, 200);
+    assert_eq!(
+        response.headers.get("sec-websocket-protocol").unwrap(),
+        "pushgate.v1"
+    );
+    assert_eq!(store.all_connections().len(), 2);
+
+    // Anonymous stages let `pushgate.v1, websocket` in without a token
+    // (`websocket` is not taken for a malformed token).
+    let (store, anonymous) = setup();
+    let response = connect::handle(
+        &anonymous,
+        connect_event("e3", None, Some("pushgate.v1, websocket")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status_code, 200);
+    assert_eq!(store.all_connections().len(), 1);
+    // A token stage says a token is missing, not that "websocket" is malformed.
+    let response = connect::handle(
+        &deps,
+        connect_event("e4", None, Some("pushgate.v1, websocket")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status_code, 401);
+    let message = body(&response)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("a token is required"), "{message}");
 }
