@@ -11,7 +11,7 @@
 //! HTTP).
 //!
 //! Store faults (DynamoDB's `TransactionConflict` on `subscribe`, calls
-//! that hang) are applied by [`crate::store::FaultyStore`], which reads them
+//! that hang) are applied by the `store` module's `FaultyStore`, which reads them
 //! from the same [`FaultInjector`].
 
 use std::collections::BTreeMap;

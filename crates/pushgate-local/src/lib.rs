@@ -12,9 +12,9 @@
 //!
 //! 1. [`apigw`] (API Gateway's ids, time formats, events, error frames and
 //!    invocations with their deadlines), [`faults`] (what to break),
-//!    [`token`] (tokens for local use), [`throttle`] (a token bucket).
+//!    [`token`] (tokens for local use).
 //! 2. [`settings`]: what the emulator is told at start, and its checks.
-//! 3. [`sessions`] (API Gateway's connection table and each client's
+//! 3. [`throttle`] (a token bucket), [`sessions`] (API Gateway's connection table and each client's
 //!    bounded outbound buffer), [`sqs`] (the queue, its event source mapping
 //!    with concurrency and timeouts, the DLQ), [`store`] (the store decorator
 //!    that injects DynamoDB faults), [`eventbridge`] (PutEvents entries and
