@@ -7,6 +7,8 @@
 //! - [`connect`], [`disconnect`], [`subscribe`], [`unsubscribe`],
 //!   [`publish`], [`default_route`]: the WebSocket routes (`$connect`,
 //!   `$disconnect`, `subscribe`, `unsubscribe`, `publish`, `$default`).
+//! - [`history`]: `GET /history` behind an HTTP API (polling fallback and
+//!   gap repair).
 //! - [`notifier`]: the SQS-triggered fan-out of EventBridge events.
 //! - [`deps`]: the dependencies every handler borrows, built once in `main`.
 //! - [`metrics`]: custom metrics in CloudWatch's embedded metric format.
@@ -18,6 +20,7 @@ pub mod connect;
 pub mod default_route;
 pub mod deps;
 pub mod disconnect;
+pub mod history;
 pub mod metrics;
 pub mod notifier;
 pub mod publish;

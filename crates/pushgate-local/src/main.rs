@@ -191,6 +191,14 @@ struct ServeArgs {
     /// CONNECTION_TTL_SECONDS).
     #[arg(long, env = "CONNECTION_TTL_SECONDS", default_value_t = pushgate_domain::limits::DEFAULT_TTL_SECS)]
     connection_ttl_secs: u64,
+    /// How long each stream keeps its notifications for clients that
+    /// resume (the functions' HISTORY_TTL_SECONDS; default 24 h).
+    #[arg(long, env = "HISTORY_TTL_SECONDS")]
+    history_ttl_secs: Option<u64>,
+    /// How many notifications each stream keeps (HISTORY_MAX_PER_STREAM;
+    /// default 100).
+    #[arg(long, env = "HISTORY_MAX_PER_STREAM")]
+    history_max_per_stream: Option<u64>,
     /// PostToConnection calls in flight per event (PUSH_CONCURRENCY).
     #[arg(long, env = "PUSH_CONCURRENCY")]
     push_concurrency: Option<usize>,
@@ -303,6 +311,15 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_subscriptions {
             settings.functions.max_subscriptions = n;
+        }
+        if let Some(secs) = self.history_ttl_secs {
+            settings.functions.retention.ttl_secs = i64::try_from(secs)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| format!("--history-ttl-secs must be 1 to {}", i64::MAX))?;
+        }
+        if let Some(n) = self.history_max_per_stream.filter(|n| *n > 0) {
+            settings.functions.retention.max_entries = n;
         }
         settings.functions.auth_mode = match self.auth_mode {
             Auth::Anonymous => AuthMode::Anonymous,

@@ -126,8 +126,8 @@ enum Cancelled {
     /// Another append won (its condition failed) or the transaction
     /// conflicted: read again and retry.
     Retry,
-    /// Anything else.
-    Other(SdkError<TransactWriteItemsError>),
+    /// Anything else (boxed: the SDK's error is large next to `Retry`).
+    Other(Box<SdkError<TransactWriteItemsError>>),
 }
 
 fn cancelled(e: SdkError<TransactWriteItemsError>) -> Cancelled {
@@ -149,7 +149,7 @@ fn cancelled(e: SdkError<TransactWriteItemsError>) -> Cancelled {
     if retry {
         Cancelled::Retry
     } else {
-        Cancelled::Other(e)
+        Cancelled::Other(Box::new(e))
     }
 }
 
@@ -545,7 +545,7 @@ impl DynamoDbStore {
                 }
                 match cancelled(e) {
                     Cancelled::Retry => Ok(None),
-                    Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(e)),
+                    Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(*e)),
                 }
             }
         }
@@ -722,7 +722,7 @@ impl DynamoDbStore {
             })),
             Err(e) => match cancelled(e) {
                 Cancelled::Retry => Ok(None),
-                Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(e)),
+                Cancelled::Other(e) => Err(sdk_error("TransactWriteItems")(*e)),
             },
         }
     }

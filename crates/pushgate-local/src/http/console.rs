@@ -87,3 +87,23 @@ pub async fn dlq(State(state): State<AppState>) -> Json<Value> {
     let letters = state.queue().dead_letters();
     Json(json!({ "count": letters.len(), "messages": letters }))
 }
+
+/// The client library (`clients/js`, `@pushgate/client`), built in so the
+/// demo page and any local page can `import { connect } from "/client.js"`.
+pub const CLIENT_JS: &str = include_str!("../../../../clients/js/src/index.js");
+
+/// `GET /client.js`.
+pub async fn client_js() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}

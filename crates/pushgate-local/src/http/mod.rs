@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(websocket::root).post(eventbridge::put_events))
         .route("/events", post(eventbridge::put_events))
         .route("/history", get(history::get).options(history::preflight))
+        .route("/client.js", get(console::client_js))
         .route("/_pushgate/status", get(console::status))
         .route("/_pushgate/dlq", get(console::dlq))
         .route("/_pushgate/token", post(token::issue))
