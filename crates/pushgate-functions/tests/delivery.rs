@@ -285,3 +285,75 @@ async fn the_notifier_stops_before_its_deadline_and_leaves_the_rest_for_the_rede
         .collect();
     assert_eq!(unique.len(), 80);
 }
+
+fn history_body(response: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Value {
+    match &response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        other => panic!("no text body: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_history_sample_event_is_answered_with_the_stream() {
+    use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+    use pushgate_domain::auth::{mint, Claims, Grant, Role};
+    let (_, mut deps) = setup();
+    connected(&deps, "c1").await;
+    subscribed(&deps, "c1", "artist:ed-sheeran").await;
+    let pusher = Arc::new(ScriptedPusher::default());
+    let nd = notifier_deps(&deps, pusher.clone());
+    publish_events(&nd, "artist:ed-sheeran", 1..=3).await;
+    deps.config.auth_mode = pushgate_domain::AuthMode::Token;
+
+    // As committed, the sample's token is a placeholder: 401, JSON, no token echoed.
+    let mut request: ApiGatewayV2httpRequest = sample("history.json");
+    let response = pushgate_functions::history::handle(&deps, request.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status_code, 401);
+    assert_eq!(history_body(&response)["code"], "unauthorized");
+
+    let token = mint(
+        KEY.as_bytes(),
+        &Claims {
+            sub: "alice".into(),
+            exp: NOW_MS / 1000 + 600,
+            grants: vec![Grant {
+                role: Role::Subscribe,
+                entity: "artist:*".into(),
+            }],
+        },
+    )
+    .unwrap();
+    request
+        .headers
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    // The sample asks since 41 of another epoch: not recovered, nothing replayed.
+    let response = pushgate_functions::history::handle(&deps, request.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status_code, 200);
+    let answer = history_body(&response);
+    assert_eq!(
+        (answer["seq"].clone(), answer["recovered"].clone()),
+        (json!(3), json!(false))
+    );
+    request.query_string_parameters = std::collections::HashMap::from([
+        ("entityId".to_owned(), "artist:ed-sheeran".to_owned()),
+        ("since".to_owned(), "1".to_owned()),
+    ])
+    .into();
+    let answer = history_body(
+        &pushgate_functions::history::handle(&deps, request)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(answer["recovered"], true);
+    let seqs: Vec<u64> = answer["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+}
