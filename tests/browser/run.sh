@@ -52,14 +52,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -d "$here/node_modules/pl
 fi
 
 # 3. the emulator binary --------------------------------------------------------
-# Built when missing, or older than its sources (the page is include_str!ed,
-# so a stale binary would serve a stale page). Always this package set: any
+# Built when missing, or older than its sources (the page and /client.js are
+# include_str!ed, so a stale binary would serve a stale page or client). Always this package set: any
 # other makes cargo rebuild the AWS SDKs.
 emulator="${CARGO_TARGET_DIR:-$root/target}/debug/pushgate-local"
 stale=""
 if [ -x "$emulator" ]; then
   stale="$(find crates/pushgate-domain/src crates/pushgate-store/src crates/pushgate-push/src \
-    crates/pushgate-functions/src crates/pushgate-local/src crates/pushgate-local/static \
+    crates/pushgate-functions/src crates/pushgate-local/src crates/pushgate-local/static clients/js/src \
     -type f -newer "$emulator" -print -quit 2>/dev/null || true)"
 fi
 if [ ! -x "$emulator" ] || [ -n "$stale" ]; then
@@ -104,7 +104,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$emulator" --port 0 >"$work/emulator.out" 2>"$work/emulator.err" &
+# Quick redeliveries for the DLQ case (the defaults are the template's 180 s
+# visibility timeout and 30 s notifier timeout; the emulator refuses a
+# visibility timeout below the notifier's timeout, as Lambda does).
+NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$emulator" --port 0 \
+  --notifier-timeout-secs 3 --visibility-timeout-secs 3 \
+  >"$work/emulator.out" 2>"$work/emulator.err" &
 emulator_pid=$!
 
 base=""
