@@ -83,8 +83,9 @@ impl RetryPolicy {
 /// How an invocation spends its time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeliveryLimits {
-    /// No push starts later than this before the Lambda deadline: the time
-    /// left to save what is undone, delete gone connections and answer.
+    /// No push starts later than this before the Lambda deadline (at most a
+    /// quarter of the invocation's time): the time left to save what is
+    /// undone, delete gone connections and answer.
     pub deadline_margin: Duration,
     /// Longest one push may take, its retries included, so that one slow
     /// connection cannot eat the invocation.
@@ -499,11 +500,13 @@ async fn record_task(
 /// Handles one SQS batch before `deadline` (the invocation's Lambda
 /// deadline); the response lists exactly the records SQS must retry.
 pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    // The margin never takes more than a quarter of the time left, so a
+    // short timeout (as in local runs) still leaves time to work.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let margin = deps.limits.deadline_margin.min(left / 4);
     let inv = Invocation {
         deps,
-        cutoff: deadline
-            .checked_sub(deps.limits.deadline_margin)
-            .unwrap_or(deadline),
+        cutoff: deadline - margin,
         pushes: Semaphore::new(deps.deps.config.push_concurrency.max(1)),
         forbidden: AtomicU64::new(0),
     };

@@ -194,7 +194,6 @@ impl Emulator {
              pushgate-local: auth                 {auth}; mint a token: \
              cargo run --release -p pushgate-local -- token --sub alice --subscribe 'artist:*'\n\
              {faults}\
-             {warnings}\
              pushgate-local: try:\n  \
                wscat -c {ws}\n  \
                > {{\"action\":\"subscribe\",\"entityId\":\"artist:ed-sheeran\"}}\n  \
@@ -227,11 +226,6 @@ impl Emulator {
             } else {
                 String::new()
             },
-            warnings = s
-                .warnings()
-                .iter()
-                .map(|w| format!("pushgate-local: WARNING              {w}\n"))
-                .collect::<String>(),
         )
     }
 

@@ -121,8 +121,10 @@ struct ServeArgs {
     #[arg(long, default_value = "default")]
     event_bus: String,
     /// Seconds before a failed record is delivered again (the queue's
-    /// VisibilityTimeout; short locally so retries are quick).
-    #[arg(long, default_value_t = 2)]
+    /// VisibilityTimeout; template.yaml: 180). For quick retries locally,
+    /// shorten it together with --notifier-timeout-secs: like Lambda, the
+    /// emulator refuses a visibility timeout below the notifier's timeout.
+    #[arg(long, default_value_t = 180)]
     visibility_timeout_secs: u64,
     /// Receives before a record moves to the DLQ (maxReceiveCount).
     #[arg(long, default_value_t = 5)]

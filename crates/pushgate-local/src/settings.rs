@@ -38,7 +38,8 @@ impl Default for QueueSettings {
         Self {
             batch_size: 10,
             batch_window: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(2),
+            // template.yaml: 6 × the notifier's timeout, as Lambda advises.
+            visibility_timeout: Duration::from_secs(180),
             max_receive_count: 5,
             max_concurrency: 5,
         }
@@ -216,6 +217,20 @@ pub enum SettingsError {
     /// The faults are invalid.
     #[error(transparent)]
     Faults(#[from] FaultsError),
+    /// Lambda refuses an SQS event source mapping whose queue's visibility
+    /// timeout is below the function's timeout: a slow batch would be
+    /// delivered again while it still runs.
+    #[error(
+        "the visibility timeout (--visibility-timeout-secs, {visibility:?}) must be at least the \
+         notifier's timeout (--notifier-timeout-secs, {notifier:?}), as Lambda requires; \
+         shorten both for quick local retries"
+    )]
+    VisibilityBelowTimeout {
+        /// The queue's visibility timeout.
+        visibility: Duration,
+        /// The notifier's timeout.
+        notifier: Duration,
+    },
 }
 
 /// A year: the longest duration any timer accepts, far below where adding
@@ -409,25 +424,13 @@ impl Settings {
             )?;
         }
         self.faults.validate()?;
-        Ok(())
-    }
-
-    /// What AWS would refuse to set up but the emulator runs anyway, in
-    /// words, for the start-up banner. Lambda refuses an SQS event source
-    /// mapping whose queue's visibility timeout is below the function's
-    /// timeout; locally a short visibility timeout makes retries quick, so
-    /// it is allowed, with this warning.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
         if self.queue.visibility_timeout < self.timeouts.notifier {
-            warnings.push(format!(
-                "the visibility timeout ({:?}) is below the notifier's timeout ({:?}): \
-                 AWS refuses this event source mapping; here a slow batch may be \
-                 delivered twice at once",
-                self.queue.visibility_timeout, self.timeouts.notifier
-            ));
+            return Err(SettingsError::VisibilityBelowTimeout {
+                visibility: self.queue.visibility_timeout,
+                notifier: self.timeouts.notifier,
+            });
         }
-        warnings
+        Ok(())
     }
 }
 

@@ -200,14 +200,13 @@ async fn shutdown_closes_open_connections_going_away() {
 
 #[tokio::test]
 async fn a_failing_record_is_redelivered_then_reaches_the_dlq() {
-    let settings = Settings {
+    let settings = quick_retries(Settings {
         queue: QueueSettings {
-            visibility_timeout: Duration::from_millis(100),
             max_receive_count: 3,
             ..QueueSettings::default()
         },
         ..Settings::default()
-    };
+    });
     let emulator = Emulator::start(settings).await;
     // An empty entityId can never be delivered: the notifier reports it
     // failed every time.

@@ -104,7 +104,7 @@ async fn once_history_has_expired_a_resume_is_not_recovered() {
 
 #[tokio::test]
 async fn a_redelivered_record_keeps_its_seq() {
-    let emulator = Emulator::start(Settings::default()).await;
+    let emulator = Emulator::start(quick_retries(Settings::default())).await;
     let mut ws = emulator.connect().await;
     subscribe(&mut ws, json!({"action":"subscribe","entityId":"e"})).await;
     // Every push fails until the faults are cleared: the record goes back to

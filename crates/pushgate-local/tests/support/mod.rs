@@ -247,3 +247,12 @@ pub fn refused_status<T: std::fmt::Debug>(
         other => panic!("the handshake must be refused, got {other:?}"),
     }
 }
+
+/// `settings` with redeliveries after a second: the visibility timeout and,
+/// as Lambda requires it to be no longer, the notifier's timeout.
+#[allow(dead_code)]
+pub fn quick_retries(mut settings: pushgate_local::Settings) -> pushgate_local::Settings {
+    settings.queue.visibility_timeout = Duration::from_millis(1000);
+    settings.timeouts.notifier = Duration::from_millis(1000);
+    settings
+}
