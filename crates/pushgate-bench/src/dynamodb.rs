@@ -4,12 +4,8 @@
 //! the single-table design allows.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -52,47 +48,6 @@ impl Intercept for Counter {
             .or_default() += 1;
         Ok(())
     }
-}
-
-/// A moto server child process, killed (by its own handle) when dropped.
-pub(crate) struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a moto server on a free port of 127.0.0.1 and waits until it
-/// accepts connections; returns it and its endpoint URL. The program is
-/// `MOTO_SERVER`, else the workspace's `.venv/bin/moto_server` (installed by
-/// `scripts/test`), else `moto_server` on `PATH`.
-pub(crate) fn start_moto() -> Result<(Moto, String), Box<dyn std::error::Error>> {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-    let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
-        if venv.is_file() {
-            venv.display().to_string()
-        } else {
-            "moto_server".into()
-        }
-    });
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(&program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {program} ({e}); run scripts/test once to install it into .venv, then put .venv/bin on PATH"))?;
-    let moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("moto_server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok((moto, format!("http://127.0.0.1:{port}")))
 }
 
 fn fmt(counts: &BTreeMap<String, usize>) -> String {
@@ -191,21 +146,15 @@ async fn seed_subscribers(
 
 /// Runs the count and prints a Markdown table.
 pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (_moto, endpoint) = start_moto()?;
+    let moto = pushgate_testkit::Moto::try_start()?;
     let counter = Counter::default();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-        .interceptor(counter.clone())
-        .build();
+    let config = moto.dynamodb_config().interceptor(counter.clone()).build();
     let client = aws_sdk_dynamodb::Client::from_conf(config);
     let store = DynamoDbStore::new(client.clone(), TABLE);
     store.create_table_if_missing().await?;
     counter.take();
 
-    let now = 1_795_341_600;
+    let now = pushgate_testkit::FIXED_NOW_S;
     let cid = |s: &str| ConnectionId::new(s);
     let eid = |s: &str| EntityId::new(s);
     let conn = |id: &str| -> Result<ConnectionRecord, pushgate_domain::IdError> {

@@ -17,14 +17,21 @@
 //!   the real `DynamoDbStore` against a moto server this command starts,
 //!   printed beside the minimum the design allows.
 //! - `startup` ([`startup`]): start-up, size and memory per Lambda binary.
+//! - `cpu` ([`cpu`]): CPU per push of the notifier's pusher, a leaner
+//!   prototype, and the AWS SDK for JavaScript v3, each in its own process.
+//! - `cost` ([`cost`]): a month of pushgate in AWS list prices, beside
+//!   AppSync Events, IoT Core, Momento Topics and Ably.
 //!
-//! Usage (`scripts/bench` runs `all`):
+//! Usage (`scripts/bench` runs `all`; `--help` on any subcommand lists its
+//! flags):
 //!
 //! ```text
 //! cargo run --release -p pushgate-bench -- all [--quick]
 //! cargo run --release -p pushgate-bench -- fanout|network|rate|hold [--quick] [--pushgate-only]
 //! cargo run --release -p pushgate-bench -- dynamodb
 //! cargo run --release -p pushgate-bench -- startup [--runs N]
+//! cargo run --release -p pushgate-bench -- cpu [--pushes N] [--latency-ms MS]
+//! cargo run --release -p pushgate-bench -- cost [--connections N] [--deliveries D] [--subscribers S] …
 //! ```
 //!
 //! The Markdown report goes to stdout and to `target/bench/report.md`,
@@ -32,6 +39,8 @@
 
 mod baseline;
 mod chart;
+mod cost;
+mod cpu;
 mod dynamodb;
 mod fanout;
 mod fleet;
@@ -43,6 +52,8 @@ mod target;
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
 
 use fanout::{Method, Row, Seq};
 use fleet::Fleet;
@@ -182,7 +193,7 @@ fn line(label: &str, color: &'static str, rows: &[Row]) -> chart::Series {
     }
 }
 
-async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
+async fn run_fanout(plan: &Plan, run: RunArgs, report: &mut Report) -> Result<(), BoxError> {
     let concurrency = default_concurrency();
     let mut fleet = Fleet::spawn()?;
     let mut seq = Seq::default();
@@ -194,7 +205,7 @@ async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
         &mut seq,
     )
     .await?;
-    if std::env::args().any(|a| a == "--pushgate-only") {
+    if run.pushgate_only {
         fleet.quit().await?;
         report.section(&fanout::table(&pushgate));
         return Ok(());
@@ -257,7 +268,8 @@ async fn run_fanout(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
             line("raw WebSocket baseline", "#2da44e", &raw),
             line("sequential PostToConnection loop", "#cf222e", &sequential),
         ],
-    );
+    )
+    .map_err(|e| e.to_string())?;
     let path = workspace_root().join("docs/fanout.svg");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -346,47 +358,130 @@ async fn run_hold(plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let plan = Plan::new(quick);
+/// pushgate's benchmarks: they print figures; none of them is a test.
+#[derive(Debug, Parser)]
+#[command(name = "pushgate-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags of the emulator runs.
+#[derive(Debug, Clone, Copy, Args)]
+struct RunArgs {
+    /// Small sizes: a smoke run of the code path, not figures.
+    #[arg(long)]
+    quick: bool,
+    /// fanout: pushgate only, without the raw baseline, the sequential loop
+    /// and the concurrency sweep.
+    #[arg(long)]
+    pushgate_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// fanout, network, rate and hold, one after another.
+    All(RunArgs),
+    /// Fan-out to 1–10,000 subscribers: pushgate, the raw baseline, the
+    /// sequential loop, the PUSH_CONCURRENCY sweep; draws docs/fanout.svg.
+    Fanout(RunArgs),
+    /// The fan-out with a round trip injected into every PostToConnection.
+    Network(RunArgs),
+    /// Sustained publish rate over many entities.
+    Rate(RunArgs),
+    /// Connections one pushgate-local process holds, and memory per
+    /// connection.
+    Hold(RunArgs),
+    /// DynamoDB requests per operation, against a moto server.
+    Dynamodb,
+    /// Start-up, size and memory per Lambda binary (against moto).
+    Startup {
+        /// Runs per function.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        runs: u16,
+    },
+    /// Monthly cost of a workload: pushgate line by line, beside AppSync
+    /// Events, IoT Core, Momento Topics and Ably.
+    Cost(cost::Args),
+    /// CPU per push: pushgate's pusher, a signed-hyper prototype and the
+    /// AWS SDK for JavaScript v3, each in its own process.
+    Cpu(cpu::Args),
+    /// One pusher of `cpu`, in its own process; started by `cpu`.
+    #[command(hide = true)]
+    CpuPush(cpu::PushArgs),
+    /// The stub Management API of `cpu`; started by `cpu`.
+    #[command(hide = true)]
+    CpuStub {
+        /// Delay before each answer, ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+    /// The WebSocket client fleet; started by the bench itself.
+    #[command(hide = true)]
+    Clients,
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let cli = Cli::parse();
+    if let Command::CpuPush(args) = cli.command {
+        // The notifier's shape: one thread, as a Lambda of ≤ 1 vCPU runs.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(cpu::push_main(args))
+            .map_err(unsend);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let run = match cli.command {
+        Command::Clients => return fleet::child_main().await.map_err(unsend),
+        Command::Dynamodb => return dynamodb::run().await,
+        Command::Startup { runs } => return startup::run(usize::from(runs)).await,
+        Command::Cpu(args) => return cpu::run(args).await.map_err(unsend),
+        Command::CpuPush(_) => return Err("cpu-push runs on its own runtime".into()),
+        Command::CpuStub { latency_ms } => return cpu::stub_main(latency_ms).await.map_err(unsend),
+        Command::Cost(args) => {
+            let (workload, lambda) = args.model();
+            println!("{}", cost::report(&workload, &lambda));
+            return Ok(());
+        }
+        Command::All(run)
+        | Command::Fanout(run)
+        | Command::Network(run)
+        | Command::Rate(run)
+        | Command::Hold(run) => run,
+    };
+    let plan = Plan::new(run.quick);
     let mut report = Report::default();
     let started = Instant::now();
-    let command = args.first().map(String::as_str);
-    if matches!(
-        command,
-        Some("all" | "fanout" | "network" | "rate" | "hold")
-    ) {
-        report.section(&format!(
-            "# pushgate-bench {}{}\n\n{}",
-            args.join(" "),
-            if quick {
-                " (quick: smoke-test sizes, not figures)"
-            } else {
-                ""
-            },
-            machine()
-        ));
-    }
-    match command {
-        Some("clients") => return fleet::child_main().await.map_err(unsend),
-        Some("dynamodb") => return dynamodb::run().await,
-        Some("startup") => return startup::run(&args[1..]).await,
-        Some("all") => {
-            run_fanout(&plan, &mut report).await.map_err(unsend)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    report.section(&format!(
+        "# pushgate-bench {}{}\n\n{}",
+        args.join(" "),
+        if run.quick {
+            " (quick: smoke-test sizes, not figures)"
+        } else {
+            ""
+        },
+        machine()
+    ));
+    match cli.command {
+        Command::All(_) => {
+            run_fanout(&plan, run, &mut report).await.map_err(unsend)?;
             run_network(&plan, &mut report).await.map_err(unsend)?;
             run_rate(&plan, &mut report).await.map_err(unsend)?;
             run_hold(&plan, &mut report).await.map_err(unsend)?;
         }
-        Some("fanout") => run_fanout(&plan, &mut report).await.map_err(unsend)?,
-        Some("network") => run_network(&plan, &mut report).await.map_err(unsend)?,
-        Some("rate") => run_rate(&plan, &mut report).await.map_err(unsend)?,
-        Some("hold") => run_hold(&plan, &mut report).await.map_err(unsend)?,
-        _ => {
-            eprintln!("usage: pushgate-bench all|fanout|network|rate|hold [--quick] [--pushgate-only] | dynamodb | startup");
-            std::process::exit(2);
-        }
+        Command::Fanout(_) => run_fanout(&plan, run, &mut report).await.map_err(unsend)?,
+        Command::Network(_) => run_network(&plan, &mut report).await.map_err(unsend)?,
+        Command::Rate(_) => run_rate(&plan, &mut report).await.map_err(unsend)?,
+        Command::Hold(_) => run_hold(&plan, &mut report).await.map_err(unsend)?,
+        _ => {}
     }
     report.section(&format!(
         "Run took {:.0} s.\n",
@@ -399,4 +494,32 @@ async fn main() -> Result<(), Box<dyn Error>> {
     std::fs::write(&path, &report.0)?;
     eprintln!("report written to {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from(["pushgate-bench", "fanout", "--quick", "--pushgate-only"])
+            .expect("valid");
+        assert!(matches!(
+            cli.command,
+            Command::Fanout(RunArgs {
+                quick: true,
+                pushgate_only: true
+            })
+        ));
+        let cli = Cli::try_parse_from(["pushgate-bench", "startup"]).expect("valid");
+        assert!(matches!(cli.command, Command::Startup { runs: 10 }));
+        assert!(Cli::try_parse_from(["pushgate-bench", "startup", "--runs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["pushgate-bench", "nope"]).is_err());
+    }
 }

@@ -4,7 +4,7 @@
 //! `unsubscribe`, `publish`, `disconnect`, `default`, `notifier`) is started
 //! as a child process against a minimal stand-in for the Lambda Runtime API
 //! that this module serves on 127.0.0.1, with DynamoDB pointed at a moto
-//! server (started by [`crate::dynamodb::start_moto`]) and the API Gateway
+//! server (started by [`pushgate_testkit::Moto`]) and the API Gateway
 //! Management API pointed back at the stand-in, which answers every
 //! `@connections` call with 200. Per run it measures:
 //!
@@ -28,7 +28,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use pushgate_domain::auth::{Grant, Role, Scope};
 use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
 use pushgate_domain::{ConnectionId, EntityId};
@@ -446,12 +445,7 @@ fn stat(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
 
 /// Runs every function `--runs` times (default 10) and prints a Markdown
 /// table.
-pub async fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
-    let runs = match args {
-        [] => 10,
-        [flag, n] if flag == "--runs" => n.parse::<usize>()?.clamp(1, 1000),
-        _ => return Err("usage: pushgate-bench startup [--runs N]".into()),
-    };
+pub async fn run(runs: usize) -> Result<(), Box<dyn Error>> {
     let dir = bin_dir()?;
     let mut missing = Vec::new();
     for (name, _) in FUNCTIONS {
@@ -468,17 +462,9 @@ pub async fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
         .into());
     }
 
-    let (_moto, endpoint) = crate::dynamodb::start_moto()?;
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-        .build();
-    let store = Arc::new(DynamoDbStore::new(
-        aws_sdk_dynamodb::Client::from_conf(config),
-        TABLE,
-    ));
+    let moto = pushgate_testkit::Moto::try_start()?;
+    let endpoint = moto.endpoint.clone();
+    let store = Arc::new(DynamoDbStore::new(moto.dynamodb(), TABLE));
     store.create_table_if_missing().await?;
 
     let logs = std::env::temp_dir();

@@ -132,7 +132,12 @@ impl Moto {
 
     fn try_start_program(program: String, mut args: Vec<String>) -> Result<Moto, Error> {
         let port = free_port()?;
-        args.extend(["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
+        args.extend([
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]);
         let child = Command::new(&program)
             .args(&args)
             .stdout(Stdio::null())
