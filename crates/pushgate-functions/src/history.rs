@@ -74,7 +74,10 @@ impl HistoryQuery {
         let bad = |code, message: &str| Refusal::new(400, code, message);
         let stream = match (query.first("entityId"), query.first("userId")) {
             (Some(e), _) => StreamKey::Entity(EntityId::new(e).map_err(|e| {
-                bad(ErrorCode::InvalidEntityId, &format!("invalid entityId: {e}"))
+                bad(
+                    ErrorCode::InvalidEntityId,
+                    &format!("invalid entityId: {e}"),
+                )
             })?),
             (None, Some(u)) => StreamKey::User(
                 UserId::new(u)
@@ -176,18 +179,16 @@ fn allow(deps: &Deps, authorization: Option<&str>, stream: &StreamKey) -> Result
         }
     };
     match (stream, &caller) {
-        (StreamKey::Entity(entity), _) => {
-            authorize(caller.as_ref().map(|(_, s)| s), Action::Subscribe, entity, now).map_err(
-                |denied| match denied {
-                    Denied::TokenExpired => {
-                        Refusal::new(401, ErrorCode::TokenExpired, denied.to_string())
-                    }
-                    Denied::Forbidden { .. } => {
-                        Refusal::new(403, ErrorCode::Forbidden, denied.to_string())
-                    }
-                },
-            )
-        }
+        (StreamKey::Entity(entity), _) => authorize(
+            caller.as_ref().map(|(_, s)| s),
+            Action::Subscribe,
+            entity,
+            now,
+        )
+        .map_err(|denied| match denied {
+            Denied::TokenExpired => Refusal::new(401, ErrorCode::TokenExpired, denied.to_string()),
+            Denied::Forbidden { .. } => Refusal::new(403, ErrorCode::Forbidden, denied.to_string()),
+        }),
         (StreamKey::User(user), Some((sub, _))) if sub == user => Ok(()),
         (StreamKey::User(_), _) => Err(Refusal::new(
             403,
@@ -211,7 +212,11 @@ pub async fn answer(
     {
         Ok(q) => q,
         Err(refusal) => {
-            tracing::info!(status = refusal.status, code = refusal.code.as_str(), "history refused");
+            tracing::info!(
+                status = refusal.status,
+                code = refusal.code.as_str(),
+                "history refused"
+            );
             let body = serde_json::json!({"code": refusal.code, "message": refusal.message});
             return Ok((refusal.status, body.to_string()));
         }
@@ -282,9 +287,10 @@ pub async fn handle(
     );
     // Never cached by a proxy between the client and the API: the answer
     // changes with every event and depends on the token.
-    response
-        .headers
-        .insert("cache-control", aws_lambda_events::http::HeaderValue::from_static("no-store"));
+    response.headers.insert(
+        "cache-control",
+        aws_lambda_events::http::HeaderValue::from_static("no-store"),
+    );
     response.body = Some(Body::Text(body));
     Ok(response)
 }
