@@ -70,10 +70,7 @@ async function withClient(t, name, args, body) {
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   try {
-    if (!(await hasStreams(emu))) {
-      t.skip("this emulator has no stream protocol yet (GET /history)");
-      return;
-    }
+    assert.ok(await hasStreams(emu), `${emu.historyUrl} does not answer: the emulator has no stream protocol`);
     await page.goto(`${emu.base}/_pushgate/status`);
     await page.evaluate(async () => {
       const lib = await import("/client.js");
