@@ -336,3 +336,37 @@ test("token from the page, pushgate.v1 subprotocol, publish through the socket, 
     assert.match(await page.textContent("#conn-state"), /Handshake refused \(check the token\)/);
   });
 });
+
+test("the server drops this tab's connection: the page shows the reconnect and the subscription carries on", async () => {
+  await onDemoPage("reconnect", async (page) => {
+    const entityId = `artist:reconnect-${unique()}`;
+    await page.selectOption("#connect-mode", "none");
+    await connectAndWait(page);
+    assert.equal(await subscribe(page, entityId), `subscribed to ${entityId}`);
+    assert.equal(await page.textContent("#cs-state"), "open");
+    assert.equal(await page.textContent("#cs-reconnects"), "0");
+
+    const [id] = (await emulatorStatus()).connections
+      .filter((c) => (c.subscriptions ?? []).includes(entityId))
+      .map((c) => c.connectionId);
+    assert.ok(id, "the tab's connection");
+    const stage = (await emulatorStatus()).stage ?? "local";
+    const del = await fetch(new URL(`/${stage}/@connections/${encodeURIComponent(id)}`, BASE), { method: "DELETE" });
+    assert.ok(del.ok, `DELETE @connections: ${del.status}`);
+
+    // Reconnected with backoff, the subscription resumed with since.
+    await page.waitForFunction(() => document.getElementById("cs-reconnects").textContent === "1");
+    await page.waitForFunction(() => document.getElementById("conn-pill").textContent === "connected");
+    assert.match(await page.textContent("#conn-state"), /Reconnected 1×/);
+    assert.ok((await frameLog(page)).includes(`"entityId":"${entityId}","since":0`), "resubscribed with since");
+    await byTestId(page, "my-subscription").filter({ hasText: entityId }).waitFor();
+
+    // A notification published now arrives once.
+    await page.fill("#pe-detail", JSON.stringify({ entityId, message: { after: "reconnect" } }));
+    await page.click("#pe-send");
+    await page.locator(`[data-testid="notification"][data-entity-id="${entityId}"]`).waitFor();
+    assert.equal(await page.textContent("#notif-count"), "1");
+    await page.click("#disconnect");
+    await page.waitForFunction(() => document.getElementById("conn-pill").textContent === "closed 1000");
+  });
+});
