@@ -555,3 +555,23 @@ test("gap repair falls back to resubscribing when the history endpoint cannot be
   assert.deepEqual(server.sockets[0].sent.at(-1), { action: "subscribe", entityId: "a", since: 0, epoch: "ep1" });
   client.close();
 });
+
+test("history answering 401 gets a fresh token for the next request", async () => {
+  const { clock, server, client, tokens } = setup();
+  const { seqs } = collect(client, "a");
+  await clock.advance(10);
+  server.historyStatus = 401;
+  // A resubscribe answers without the replay, so only history can fill the gap.
+  server.replyToSubscribe = (ws, f) =>
+    ws.deliver({ type: "subscribed", entityId: f.entityId, seq: server.stream("e:a").seq, epoch: "ep1", recovered: true });
+  server.publish("a", {}, { drop: () => true });
+  server.publish("a", {});
+  await clock.advance(2100);
+  assert.equal(server.historyRequests.length, 1);
+  assert.equal(server.historyRequests[0].headers.Authorization, `Bearer ${fakeJwt("alice", 1)}`);
+  server.historyStatus = 0;
+  await clock.advance(2100);
+  assert.deepEqual(seqs(), [1, 2]);
+  assert.equal(tokens(), 2, "getToken again after the 401");
+  client.close();
+});
