@@ -96,6 +96,14 @@ pub struct Config {
     pub push_concurrency: usize,
     /// `MAX_SUBSCRIPTIONS_PER_CONNECTION` (default 100).
     pub max_subscriptions: usize,
+    /// `FANOUT_RANGES`: into how many connection-id ranges the notifier
+    /// splits an entity with more than a page of subscribers, each handed
+    /// to its own invocation through the queue (default 8; 1 turns splitting
+    /// off).
+    pub fanout_ranges: usize,
+    /// `QUEUE_URL`: the notifier's SQS queue, where `publish` sends events
+    /// and the notifier hands itself fan-out tasks.
+    pub queue_url: Option<String>,
     /// `HISTORY_TTL_SECONDS` and `HISTORY_MAX_PER_STREAM`: how long (default
     /// 24 h) and how many (default 100) notifications each stream keeps for
     /// clients that resume (see the README for why these defaults).
@@ -132,6 +140,8 @@ impl Config {
             management_endpoint: None,
             push_concurrency: 64,
             max_subscriptions: 100,
+            fanout_ranges: 8,
+            queue_url: None,
             retention: Retention {
                 ttl_secs: DEFAULT_HISTORY_TTL_SECS,
                 max_entries: DEFAULT_HISTORY_MAX_PER_STREAM,
@@ -182,6 +192,10 @@ impl Config {
         if let Some(n) = positive("HISTORY_MAX_PER_STREAM")? {
             config.retention.max_entries = n;
         }
+        if let Some(n) = positive("FANOUT_RANGES")? {
+            config.fanout_ranges = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        config.queue_url = lookup("QUEUE_URL").filter(|v| !v.is_empty());
         if let Some(n) = positive("MAX_SUBSCRIPTIONS_PER_CONNECTION")? {
             config.max_subscriptions = usize::try_from(n).unwrap_or(usize::MAX);
         }

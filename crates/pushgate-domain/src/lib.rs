@@ -10,6 +10,7 @@
 //! - [`event`]: EventBridge events in, the notification envelope out.
 //! - [`limits`]: API Gateway's limits that pushgate enforces.
 //! - [`config`]: the configuration every function reads once at start.
+//! - [`task`]: fan-out tasks the notifier hands to itself through its queue.
 //!
 //! The contract these types follow is `docs/design.md`.
 
@@ -20,11 +21,13 @@ pub mod ids;
 pub mod limits;
 pub mod protocol;
 pub mod record;
+pub mod task;
 
 pub use config::{AuthMode, Config, ConfigError, Secret};
 pub use event::{EventError, NotificationEvent};
 pub use ids::{ConnectionId, EntityId, IdError, UserId};
 pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 pub use record::{
-    ConnectionRecord, DeliveryProgress, HistoryEntry, Retention, StreamHead, StreamKey, SubscriptionRecord,
+    ConnectionRecord, DeliveryProgress, HistoryEntry, IdRange, Retention, StreamHead, StreamKey,
+    SubscriptionRecord,
 };

@@ -215,7 +215,9 @@ pub enum FrameError {
     )]
     InvalidEpoch,
     /// A publish `id` that is not 1–128 of `A–Z a–z 0–9 . _ : -`.
-    #[error("\"id\" must be a string of 1 to {MAX_PUBLISH_ID_LEN} characters from A-Z a-z 0-9 . _ : -")]
+    #[error(
+        "\"id\" must be a string of 1 to {MAX_PUBLISH_ID_LEN} characters from A-Z a-z 0-9 . _ : -"
+    )]
     InvalidPublishId,
 }
 
@@ -387,7 +389,11 @@ impl ClientFrame {
                     }
                     Some(_) => return Err(FrameError::InvalidPublishId),
                 };
-                Ok(Self::Publish { entity_id, data, id })
+                Ok(Self::Publish {
+                    entity_id,
+                    data,
+                    id,
+                })
             }
             other => Err(FrameError::UnknownAction {
                 action: truncated(other, 64),

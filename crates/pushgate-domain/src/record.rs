@@ -63,6 +63,64 @@ impl StreamKey {
     }
 }
 
+/// An inclusive range of connection ids, the unit in which a large
+/// entity's fan-out is split across notifier invocations. Connection ids
+/// are random base64 (API Gateway's, and the emulator's URL-safe ones), so
+/// ranges of their first character hold about equal shares of any entity's
+/// subscribers, and a range is one `Query` key condition
+/// (`connectionId BETWEEN first AND last`) on the `byEntity` index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    /// The lowest id in the range (inclusive).
+    pub first: String,
+    /// The highest id in the range (inclusive).
+    pub last: String,
+}
+
+/// Every character a connection id starts with, in byte order: standard
+/// and URL-safe base64.
+const ID_FIRST_CHARS: &str = "+-/0123456789=ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+
+impl IdRange {
+    /// Every id (printable ASCII).
+    pub fn all() -> Self {
+        Self {
+            first: " ".to_owned(),
+            last: "\u{7f}".to_owned(),
+        }
+    }
+
+    /// `n` ranges (at least 1, at most one per first character) that cover
+    /// every id between them, in order.
+    pub fn split(n: usize) -> Vec<Self> {
+        let chars: Vec<char> = ID_FIRST_CHARS.chars().collect();
+        let n = n.clamp(1, chars.len());
+        (0..n)
+            .map(|i| {
+                let lo = i * chars.len() / n;
+                let hi = (i + 1) * chars.len() / n - 1;
+                Self {
+                    first: if i == 0 {
+                        " ".to_owned()
+                    } else {
+                        chars[lo].to_string()
+                    },
+                    last: if i == n - 1 {
+                        "\u{7f}".to_owned()
+                    } else {
+                        format!("{}\u{7f}", chars[hi])
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `id` falls in the range.
+    pub fn contains(&self, id: &str) -> bool {
+        self.first.as_str() <= id && id <= self.last.as_str()
+    }
+}
+
 /// Where a stream stands: the last seq given out and the stream's epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamHead {
@@ -192,6 +250,34 @@ mod tests {
         assert!(history_sk(9) < history_sk(10));
         assert!(history_sk(u64::MAX) > history_sk(u64::MAX - 1));
         assert_eq!(event_sk("ev-1"), "EVT#ev-1");
+    }
+
+    #[test]
+    fn id_ranges_cover_every_id_once() {
+        let ranges = IdRange::split(8);
+        assert_eq!(ranges.len(), 8);
+        for id in [
+            "+a",
+            "-x",
+            "/",
+            "0abc",
+            "9",
+            "=",
+            "AAAA=",
+            "Vq2FSfPqIAMCJ1g=",
+            "_",
+            "a",
+            "zzzz",
+        ] {
+            let holding = ranges.iter().filter(|r| r.contains(id)).count();
+            assert_eq!(holding, 1, "{id}");
+            assert!(IdRange::all().contains(id));
+        }
+        assert_eq!(IdRange::split(1), vec![IdRange::all()]);
+        assert_eq!(IdRange::split(1000).len(), ID_FIRST_CHARS.len());
+        for pair in ranges.windows(2) {
+            assert!(pair[0].last < pair[1].first);
+        }
     }
 
     #[test]

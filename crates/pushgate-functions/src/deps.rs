@@ -94,6 +94,13 @@ pub struct NotifierDeps {
     /// The cut-off before the deadline, the per-push budget, records at
     /// once.
     pub limits: DeliveryLimits,
+    /// The notifier's own queue, for handing fan-out tasks to other
+    /// invocations; `None`: everything is pushed by the invocation that
+    /// received the event.
+    pub queue: Option<Arc<dyn pushgate_push::EventQueue>>,
+    /// Pushes in flight, shared by every invocation of this process and
+    /// adapted to API Gateway's throttling.
+    pub limit: Arc<crate::limit::AdaptiveLimit>,
     /// Whether each invocation prints its figures in CloudWatch's embedded
     /// metric format (on in Lambda; off where stdout is a terminal or a
     /// test's).
@@ -102,11 +109,16 @@ pub struct NotifierDeps {
 
 impl NotifierDeps {
     /// The notifier's dependencies with the default retry policy and
-    /// limits, metrics off.
+    /// limits, no queue, metrics off.
     pub fn new(deps: Deps, pusher: Arc<dyn Pusher>) -> Self {
+        let limit = Arc::new(crate::limit::AdaptiveLimit::new(
+            deps.config.push_concurrency,
+        ));
         Self {
             deps,
             pusher,
+            queue: None,
+            limit,
             retry: RetryPolicy::default(),
             limits: DeliveryLimits::default(),
             emit_metrics: false,

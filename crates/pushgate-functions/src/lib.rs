@@ -10,6 +10,7 @@
 //! - [`history`]: `GET /history` behind an HTTP API (polling fallback and
 //!   gap repair).
 //! - [`notifier`]: the SQS-triggered fan-out of EventBridge events.
+//! - [`limit`]: the notifier's adaptive (AIMD) push concurrency.
 //! - [`deps`]: the dependencies every handler borrows, built once in `main`.
 //! - [`metrics`]: custom metrics in CloudWatch's embedded metric format.
 //! - [`reply`]: route responses (two-way replies and `$connect` answers).
@@ -21,6 +22,7 @@ pub mod default_route;
 pub mod deps;
 pub mod disconnect;
 pub mod history;
+pub mod limit;
 pub mod metrics;
 pub mod notifier;
 pub mod publish;

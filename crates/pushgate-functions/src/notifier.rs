@@ -28,13 +28,14 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
+use pushgate_domain::task::FanoutTask;
 use pushgate_domain::{
-    ConnectionId, DeliveryProgress, EventError, NotificationEvent, StreamHead, StreamKey,
+    ConnectionId, DeliveryProgress, EntityId, EventError, IdRange, NotificationEvent, StreamHead,
+    StreamKey,
 };
 use pushgate_push::PushError;
 use pushgate_store::{ConnectionStore, StoreError, SubscriberPage};
 use rand::Rng;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::metrics::FanoutMetrics;
@@ -151,6 +152,12 @@ pub enum RecordError {
     /// The cut-off came before the record was started.
     #[error("the invocation's cut-off came before this record started")]
     NotStarted,
+    /// A fan-out task could not be put on the queue.
+    #[error("could not hand the fan-out on to the queue")]
+    Enqueue(#[source] pushgate_push::QueueError),
+    /// A fan-out task needs the queue, and this notifier has none.
+    #[error("this notifier has no queue (QUEUE_URL) to hand work on")]
+    NoQueue,
 }
 
 enum Push {
@@ -172,8 +179,6 @@ struct Invocation<'a> {
     deps: &'a NotifierDeps,
     /// No push starts after this.
     cutoff: Instant,
-    /// Pushes in flight across every record.
-    pushes: Semaphore,
     /// Stop every record's pushes after a 403.
     forbidden: AtomicU64,
 }
@@ -195,16 +200,16 @@ impl Invocation<'_> {
                     throttled,
                 };
             }
-            let result = {
-                let Ok(_permit) = self.pushes.acquire().await else {
-                    return Push::Undone {
-                        id: connection,
-                        throttled,
-                    };
-                };
-                tokio::time::timeout_at(end, self.deps.pusher.post(connection.as_str(), payload))
-                    .await
-            };
+            let result = tokio::time::timeout_at(end, async {
+                let _permit = self.deps.limit.acquire().await;
+                self.deps.pusher.post(connection.as_str(), payload).await
+            })
+            .await;
+            match &result {
+                Ok(Ok(())) => self.deps.limit.on_success(),
+                Ok(Err(PushError::Throttled)) => self.deps.limit.on_throttled(),
+                _ => {}
+            }
             let error = match result {
                 Ok(Ok(())) => return Push::Delivered { throttled },
                 Ok(Err(PushError::Gone)) => return Push::Gone(connection),
@@ -242,13 +247,40 @@ impl Invocation<'_> {
 async fn page(
     store: &dyn ConnectionStore,
     stream: &StreamKey,
+    range: &IdRange,
     now: i64,
     after: Option<&ConnectionId>,
 ) -> Result<SubscriberPage, StoreError> {
     match stream {
-        StreamKey::Entity(e) => store.subscribers(e, now, after, PAGE_SIZE).await,
+        StreamKey::Entity(e) => {
+            store
+                .subscriber_range(e, range, now, after, PAGE_SIZE)
+                .await
+        }
         StreamKey::User(u) => store.user_connections(u, now, after, PAGE_SIZE).await,
     }
+}
+
+/// Where a delivery reads its subscribers, and whether it may hand the rest
+/// of a large entity to other invocations.
+struct Scope<'a> {
+    range: &'a IdRange,
+    /// Ranges to split the rest into when the first page is not the last
+    /// (0 or 1: never split).
+    split: usize,
+}
+
+/// The ranges that cover every id above `last_read`, among `n` splits,
+/// each with where to resume in it.
+fn handoff(n: usize, last_read: &str) -> Vec<(IdRange, Option<String>)> {
+    IdRange::split(n)
+        .into_iter()
+        .filter(|r| r.last.as_str() > last_read)
+        .map(|r| {
+            let after = r.contains(last_read).then(|| last_read.to_owned());
+            (r, after)
+        })
+        .collect()
 }
 
 /// What delivering to one stream did, and what it left.
@@ -258,6 +290,8 @@ struct StreamDelivery {
     gone: Vec<ConnectionId>,
     forbidden: bool,
     left: DeliveryProgress,
+    /// Ranges (and where to resume in them) for other invocations.
+    handoff: Vec<(IdRange, Option<String>)>,
 }
 
 impl StreamDelivery {
@@ -291,6 +325,7 @@ impl StreamDelivery {
 async fn deliver_stream(
     inv: &Invocation<'_>,
     stream: &StreamKey,
+    scope: &Scope<'_>,
     payload: &[u8],
     progress: DeliveryProgress,
 ) -> Result<StreamDelivery, StoreError> {
@@ -309,13 +344,18 @@ async fn deliver_stream(
         .as_deref()
         .and_then(|c| ConnectionId::new(c).ok());
     let mut read_all = progress.read_all;
+    // Only a delivery that starts from the top may split: a resumed one
+    // already knows where it stands.
+    let mut may_split = scope.split > 1
+        && progress == DeliveryProgress::default()
+        && matches!(stream, StreamKey::Entity(_));
     loop {
         // Read the next page while this unit's pushes are in flight.
         let next_page = async {
             if read_all {
                 Ok(None)
             } else {
-                page(store, stream, now, resume_after.as_ref())
+                page(store, stream, scope.range, now, resume_after.as_ref())
                     .await
                     .map(Some)
             }
@@ -355,9 +395,16 @@ async fn deliver_stream(
         }
         unit = next_page.connection_ids;
         match next_page.next {
+            Some(next) if may_split => {
+                // More than a page: this invocation pushes this page, other
+                // invocations the rest, range by range.
+                done.handoff = handoff(scope.split, next.as_str());
+                read_all = true;
+            }
             Some(next) => resume_after = Some(next),
             None => read_all = true,
         }
+        may_split = false;
         if unit.is_empty() && read_all {
             break;
         }
@@ -376,6 +423,68 @@ pub fn new_epoch() -> String {
         .collect()
 }
 
+/// When the record was sent to the queue (epoch ms), for the event-age
+/// metric.
+fn sent_at_ms(record: &SqsMessage) -> Option<i64> {
+    record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+}
+
+/// Deletes connections that answered 410, best effort.
+async fn forget_gone(deps: &crate::Deps, gone: &[ConnectionId]) {
+    for c in gone {
+        if let Err(e) = deps.store.delete_connection(c).await {
+            // TTL removes it later; the push loop already skipped it.
+            tracing::warn!(connection_id = %c, error = %e, "could not delete a gone connection");
+        }
+    }
+}
+
+/// Puts `tasks` on the notifier's queue, `delay_secs` from now.
+async fn enqueue(
+    inv: &Invocation<'_>,
+    tasks: &[FanoutTask],
+    delay_secs: u32,
+) -> Result<(), RecordError> {
+    let Some(queue) = &inv.deps.queue else {
+        return Err(RecordError::NoQueue);
+    };
+    let sends: Vec<_> = tasks
+        .iter()
+        .map(|t| queue.send(t.to_message(), delay_secs))
+        .collect();
+    for result in futures::future::join_all(sends).await {
+        result.map_err(RecordError::Enqueue)?;
+    }
+    Ok(())
+}
+
+fn count(outcome: &mut RecordOutcome, delivery: &StreamDelivery) {
+    outcome.delivered += delivery.outcome.delivered;
+    outcome.refused += delivery.outcome.refused;
+    outcome.throttled += delivery.outcome.throttled;
+    outcome.gone += delivery.gone.len();
+}
+
+fn record_metrics(
+    metrics: &parking_lot::Mutex<FanoutMetrics>,
+    outcome: &RecordOutcome,
+    started: Instant,
+    age_ms: i64,
+) {
+    let mut m = metrics.lock();
+    m.delivered += outcome.delivered as u64;
+    m.gone += outcome.gone as u64;
+    m.failed += outcome.undone as u64;
+    m.throttled += outcome.throttled as u64;
+    m.record_event(
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        u64::try_from(age_ms).unwrap_or(0),
+    );
+}
+
 async fn handle_record(
     inv: &Invocation<'_>,
     record: &SqsMessage,
@@ -384,14 +493,23 @@ async fn handle_record(
     if inv.out_of_time() {
         return Err(RecordError::NotStarted);
     }
+    let body = record.body.as_deref().unwrap_or_default();
+    if let Some(task) = FanoutTask::from_message(body) {
+        let task = task.map_err(|e| RecordError::Undeliverable(EventError::NotAnEvent(e)))?;
+        return handle_task(inv, record, task, metrics).await;
+    }
     let started = Instant::now();
     let deps = &inv.deps.deps;
-    let body = record.body.as_deref().unwrap_or_default();
     let event = NotificationEvent::from_eventbridge_json(body)?;
     event.check_size()?;
     let now = deps.clock.now_secs();
     let mut outcome = RecordOutcome::default();
     let mut error = None;
+    let split = if inv.deps.queue.is_some() {
+        deps.config.fanout_ranges
+    } else {
+        1
+    };
     for stream in event.streams() {
         let build = |head: &StreamHead| {
             let bytes = event.envelope(&stream, head)?;
@@ -409,15 +527,36 @@ async fn handle_record(
             )
             .await?;
         let progress = appended.progress.clone().unwrap_or_default();
-        let delivery = deliver_stream(inv, &stream, appended.payload.as_bytes(), progress).await?;
-        outcome.delivered += delivery.outcome.delivered;
-        outcome.refused += delivery.outcome.refused;
-        outcome.throttled += delivery.outcome.throttled;
-        outcome.gone += delivery.gone.len();
-        for gone in &delivery.gone {
-            if let Err(e) = deps.store.delete_connection(gone).await {
-                // TTL removes it later; the push loop already skipped it.
-                tracing::warn!(connection_id = %gone, error = %e, "could not delete a gone connection");
+        let all = IdRange::all();
+        let scope = Scope { range: &all, split };
+        let mut delivery =
+            deliver_stream(inv, &stream, &scope, appended.payload.as_bytes(), progress).await?;
+        count(&mut outcome, &delivery);
+        forget_gone(deps, &delivery.gone).await;
+        let handed_off = delivery.handoff.len();
+        if let (StreamKey::Entity(entity), false) = (&stream, delivery.handoff.is_empty()) {
+            let tasks: Vec<FanoutTask> = delivery
+                .handoff
+                .iter()
+                .map(|(range, after)| FanoutTask {
+                    event_id: event.id.clone(),
+                    entity_id: entity.as_str().to_owned(),
+                    seq: appended.position.seq,
+                    payload: appended.payload.clone(),
+                    range: range.clone(),
+                    after: after.clone(),
+                    read_all: false,
+                    retry: Vec::new(),
+                    attempt: 0,
+                    sent_at_ms: sent_at_ms(record).unwrap_or_else(|| deps.clock.now_ms()),
+                })
+                .collect();
+            if let Err(e) = enqueue(inv, &tasks, 0).await {
+                // Carry on here instead, from where the first page ended.
+                tracing::warn!(error = %e, "could not hand the fan-out on; the redelivery carries on");
+                delivery.left.read_all = false;
+                delivery.left.resume_after = delivery.handoff.first().and_then(|(_, a)| a.clone());
+                error.get_or_insert(e);
             }
         }
         if !delivery.finished() {
@@ -430,7 +569,7 @@ async fn handle_record(
                     delivered: outcome.delivered,
                 });
             }
-            if inv.out_of_time() && !delivery.left.read_all {
+            if !delivery.left.read_all {
                 // Left unread subscribers too: count them as one for the log.
                 outcome.undone += 1;
             }
@@ -446,25 +585,13 @@ async fn handle_record(
             refused = delivery.outcome.refused,
             throttled = delivery.outcome.throttled,
             undone = delivery.left.retry.len(),
+            handed_off,
+            push_limit = inv.deps.limit.current(),
             "notified"
         );
     }
-    let age_ms = record
-        .attributes
-        .get("SentTimestamp")
-        .and_then(|t| t.parse::<i64>().ok())
-        .map_or(0, |sent| deps.clock.now_ms().saturating_sub(sent));
-    {
-        let mut m = metrics.lock();
-        m.delivered += outcome.delivered as u64;
-        m.gone += outcome.gone as u64;
-        m.failed += outcome.undone as u64;
-        m.throttled += outcome.throttled as u64;
-        m.record_event(
-            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            u64::try_from(age_ms).unwrap_or(0),
-        );
-    }
+    let age_ms = sent_at_ms(record).map_or(0, |sent| deps.clock.now_ms().saturating_sub(sent));
+    record_metrics(metrics, &outcome, started, age_ms);
     if let Some(error) = error {
         return Err(error);
     }
@@ -475,6 +602,94 @@ async fn handle_record(
         });
     }
     Ok(outcome)
+}
+
+/// Times a task's failed pushes are handed on before the task itself is
+/// failed (and then retried by SQS, and then dead-lettered).
+pub const TASK_ATTEMPTS: u32 = 4;
+
+/// Pushes one range of a large fan-out. What the cut-off leaves is handed
+/// on at once as a continuation task; pushes that failed after their
+/// retries are handed on with a growing delay, [`TASK_ATTEMPTS`] times,
+/// then the task fails so that SQS retries it and, in the end, moves it to
+/// the DLQ.
+async fn handle_task(
+    inv: &Invocation<'_>,
+    record: &SqsMessage,
+    task: FanoutTask,
+    metrics: &parking_lot::Mutex<FanoutMetrics>,
+) -> Result<RecordOutcome, RecordError> {
+    let started = Instant::now();
+    let deps = &inv.deps.deps;
+    let entity = EntityId::new(task.entity_id.as_str())
+        .map_err(|e| RecordError::Undeliverable(EventError::InvalidEntityId(e)))?;
+    let stream = StreamKey::Entity(entity);
+    let scope = Scope {
+        range: &task.range,
+        split: 1,
+    };
+    let progress = DeliveryProgress {
+        retry: task.retry.clone(),
+        resume_after: task.after.clone(),
+        read_all: task.read_all,
+    };
+    let delivery = deliver_stream(inv, &stream, &scope, task.payload.as_bytes(), progress).await?;
+    let mut outcome = RecordOutcome::default();
+    count(&mut outcome, &delivery);
+    forget_gone(deps, &delivery.gone).await;
+    let mut result = Ok(());
+    if delivery.forbidden {
+        outcome.undone += delivery.left.retry.len();
+        result = Err(RecordError::Forbidden {
+            delivered: outcome.delivered,
+        });
+    } else if !delivery.finished() {
+        let cut_off = inv.out_of_time();
+        let attempt = if cut_off {
+            task.attempt
+        } else {
+            task.attempt + 1
+        };
+        if attempt >= TASK_ATTEMPTS {
+            outcome.undone += delivery.left.retry.len();
+            result = Err(RecordError::Unfinished {
+                undone: delivery.left.retry.len(),
+                delivered: outcome.delivered,
+            });
+        } else {
+            let next = FanoutTask {
+                after: delivery.left.resume_after.clone(),
+                read_all: delivery.left.read_all,
+                retry: delivery.left.retry.clone(),
+                attempt,
+                ..task.clone()
+            };
+            // The rest of a range that ran out of time goes on at once;
+            // pushes that kept failing wait a little (2, 4, 8 s).
+            let delay = if cut_off { 0 } else { 1u32 << attempt };
+            if let Err(e) = enqueue(inv, &[next], delay).await {
+                outcome.undone += delivery.left.retry.len();
+                result = Err(e);
+            }
+        }
+    }
+    tracing::info!(
+        message_id = record.message_id.as_deref().unwrap_or("-"),
+        event_id = %task.event_id,
+        seq = task.seq,
+        range = ?task.range,
+        attempt = task.attempt,
+        delivered = delivery.outcome.delivered,
+        gone = delivery.gone.len(),
+        throttled = delivery.outcome.throttled,
+        left = delivery.left.retry.len(),
+        finished = delivery.finished(),
+        push_limit = inv.deps.limit.current(),
+        "fan-out task"
+    );
+    let age_ms = deps.clock.now_ms().saturating_sub(task.sent_at_ms);
+    record_metrics(metrics, &outcome, started, age_ms);
+    result.map(|()| outcome)
 }
 
 /// `BatchItemFailure` is `#[non_exhaustive]`: built from `Default`.
@@ -507,7 +722,6 @@ pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> 
     let inv = Invocation {
         deps,
         cutoff: deadline - margin,
-        pushes: Semaphore::new(deps.deps.config.push_concurrency.max(1)),
         forbidden: AtomicU64::new(0),
     };
     let metrics = parking_lot::Mutex::new(FanoutMetrics::default());

@@ -297,7 +297,12 @@ pub async fn notifier_deps() -> Result<NotifierDeps, StartError> {
         .clone()
         .ok_or(ConfigError::Missing("MANAGEMENT_API_ENDPOINT"))?;
     let (deps, sdk) = deps_with(config).await;
+    let queue_url = deps.config.queue_url.clone();
     let mut notifier = NotifierDeps::new(deps, Arc::new(ManagementApiPusher::new(&sdk, &endpoint)));
+    // With its queue, the notifier splits large fan-outs across invocations.
+    notifier.queue = queue_url.map(|url| {
+        Arc::new(pushgate_push::SqsQueue::new(&sdk, url)) as Arc<dyn pushgate_push::EventQueue>
+    });
     notifier.emit_metrics = true;
     Ok(notifier)
 }

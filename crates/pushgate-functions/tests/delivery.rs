@@ -247,7 +247,7 @@ async fn the_notifier_stops_before_its_deadline_and_leaves_the_rest_for_the_rede
         ..ScriptedPusher::default()
     });
     let mut nd = notifier_deps(&deps, pusher.clone());
-    nd.deps.config.push_concurrency = 2;
+    nd.limit = Arc::new(pushgate_functions::limit::AdaptiveLimit::new(2));
     nd.limits.deadline_margin = Duration::from_millis(300);
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(1000);
@@ -274,7 +274,7 @@ async fn the_notifier_stops_before_its_deadline_and_leaves_the_rest_for_the_rede
     let first_pass = pusher.delivered.lock().unwrap().len();
     assert!(first_pass > 0 && first_pass < 80, "{first_pass}");
     // Redeliveries with time to spare finish the job without pushing twice.
-    nd.deps.config.push_concurrency = 64;
+    nd.limit = Arc::new(pushgate_functions::limit::AdaptiveLimit::new(64));
     let response = notifier::handle(&nd, records, far_deadline()).await;
     assert!(response.batch_item_failures.is_empty());
     let delivered = pusher.delivered.lock().unwrap().clone();
@@ -356,4 +356,148 @@ async fn the_history_sample_event_is_answered_with_the_stream() {
         .map(|n| n["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, vec![2, 3]);
+}
+
+/// A queue that keeps what is sent to it.
+#[derive(Default)]
+struct RecordingQueue {
+    sent: std::sync::Mutex<Vec<(String, u32)>>,
+}
+
+#[async_trait::async_trait]
+impl pushgate_push::EventQueue for RecordingQueue {
+    async fn send(&self, body: String, delay_secs: u32) -> Result<(), pushgate_push::QueueError> {
+        self.sent.lock().unwrap().push((body, delay_secs));
+        Ok(())
+    }
+}
+
+impl RecordingQueue {
+    fn take(&self) -> Vec<(String, u32)> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_large_fan_out_is_split_into_range_tasks_that_reach_everyone_once() {
+    let (_, deps) = setup();
+    let alphabet = "+-/0123456789=ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+    let n = 2_600;
+    for i in 0..n {
+        let c = alphabet.as_bytes()[i % alphabet.len()] as char;
+        let id = format!("{c}{i:05}");
+        connected(&deps, &id).await;
+        subscribed(&deps, &id, "hot").await;
+    }
+    let pusher = Arc::new(ScriptedPusher::default());
+    let queue = Arc::new(RecordingQueue::default());
+    let mut nd = notifier_deps(&deps, pusher.clone());
+    nd.deps.config.fanout_ranges = 4;
+    nd.queue = Some(queue.clone());
+    let response = notifier::handle(
+        &nd,
+        sqs_event(&[("m1", eventbridge("ev-1", "hot", json!(1)))]),
+        far_deadline(),
+    )
+    .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        pusher.delivered_to().len(),
+        notifier::PAGE_SIZE,
+        "one page here"
+    );
+    let tasks = queue.take();
+    assert!(tasks.len() >= 3 && tasks.len() <= 4, "{}", tasks.len());
+    // Other invocations take the tasks.
+    let records: Vec<(String, String)> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (body, delay))| {
+            assert_eq!(*delay, 0);
+            (format!("t{i}"), body.clone())
+        })
+        .collect();
+    let refs: Vec<(&str, String)> = records
+        .iter()
+        .map(|(id, b)| (id.as_str(), b.clone()))
+        .collect();
+    let response = notifier::handle(&nd, sqs_event(&refs), far_deadline()).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert!(queue.take().is_empty(), "nothing left over");
+    let delivered = pusher.delivered_to();
+    let unique: std::collections::BTreeSet<_> = delivered.iter().collect();
+    assert_eq!(delivered.len(), n, "every subscriber once");
+    assert_eq!(unique.len(), n);
+    assert_eq!(seqs(&pusher, &delivered[0]), vec![1]);
+}
+
+#[tokio::test]
+async fn a_task_hands_on_what_its_cut_off_and_its_failed_pushes() {
+    let (_, deps) = setup();
+    for i in 0..30 {
+        let id = format!("A{i:03}");
+        connected(&deps, &id).await;
+        subscribed(&deps, &id, "hot").await;
+    }
+    let pusher = Arc::new(ScriptedPusher {
+        delay: Duration::from_millis(50),
+        ..ScriptedPusher::default()
+    });
+    pusher.always("A007", 500);
+    let queue = Arc::new(RecordingQueue::default());
+    let mut nd = notifier_deps(&deps, pusher.clone());
+    nd.limit = Arc::new(pushgate_functions::limit::AdaptiveLimit::new(2));
+    nd.limits.deadline_margin = Duration::from_millis(100);
+    nd.queue = Some(queue.clone());
+    let task = pushgate_domain::task::FanoutTask {
+        event_id: "ev-1".into(),
+        entity_id: "hot".into(),
+        seq: 1,
+        payload: r#"{"type":"notification","seq":1}"#.into(),
+        range: pushgate_domain::IdRange::all(),
+        after: None,
+        read_all: false,
+        retry: Vec::new(),
+        attempt: 0,
+        sent_at_ms: NOW_MS,
+    };
+    // 30 pushes of 50 ms, 2 at a time, need 750 ms; the task has 400.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+    let response = notifier::handle(&nd, sqs_event(&[("t", task.to_message())]), deadline).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "handed on, not failed"
+    );
+    let mut handed = queue.take();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].1, 0, "the rest of a range goes on at once");
+    // The continuation finishes it, except A007, handed on with a delay.
+    nd.limit = Arc::new(pushgate_functions::limit::AdaptiveLimit::new(64));
+    let (body, _) = handed.remove(0);
+    let response = notifier::handle(&nd, sqs_event(&[("t2", body)]), far_deadline()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let retry = queue.take();
+    assert_eq!(retry.len(), 1);
+    assert!(retry[0].1 > 0, "failed pushes wait before the next attempt");
+    let next = pushgate_domain::task::FanoutTask::from_message(&retry[0].0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.retry, vec!["A007"]);
+    assert!(next.after.is_none() || next.after.as_deref() >= Some("A029"));
+    let delivered = pusher.delivered_to();
+    assert_eq!(delivered.len(), 29, "everyone but A007, once");
+    // A007 keeps failing: after TASK_ATTEMPTS the task itself fails (SQS
+    // retries it, then the DLQ).
+    let mut body = retry[0].0.clone();
+    let mut failed = false;
+    for _ in 0..notifier::TASK_ATTEMPTS {
+        let response =
+            notifier::handle(&nd, sqs_event(&[("t3", body.clone())]), far_deadline()).await;
+        if !response.batch_item_failures.is_empty() {
+            failed = true;
+            break;
+        }
+        body = queue.take().pop().unwrap().0;
+    }
+    assert!(failed);
 }

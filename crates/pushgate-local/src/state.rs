@@ -69,9 +69,14 @@ impl AppState {
             "pushgate-local-notifications",
         ));
         let post_throttle = settings.post_throttle.map(TokenBucket::new);
+        let event_queue: Arc<dyn EventQueue> = Arc::new(LocalQueue(Arc::clone(&queue)));
+        // The notifier hands large fan-outs to other invocations through its
+        // own queue, as it does in AWS with QUEUE_URL.
+        let mut notifier = notifier;
+        notifier.queue = Some(Arc::clone(&event_queue));
         Self {
             inner: Arc::new(Inner {
-                event_queue: Arc::new(LocalQueue(Arc::clone(&queue))),
+                event_queue,
                 faults,
                 settings,
                 base_url,

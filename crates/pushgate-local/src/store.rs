@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 use pushgate_store::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage};
@@ -99,15 +99,18 @@ impl ConnectionStore for FaultyStore {
         self.inner.delete_connection(connection_id).await
     }
 
-    async fn subscribers(
+    async fn subscriber_range(
         &self,
         entity_id: &EntityId,
+        range: &IdRange,
         now: i64,
         after: Option<&ConnectionId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
         self.stall_if(entity_id).await;
-        self.inner.subscribers(entity_id, now, after, limit).await
+        self.inner
+            .subscriber_range(entity_id, range, now, after, limit)
+            .await
     }
 
     async fn append(

@@ -24,7 +24,7 @@ use pushgate_domain::record::{
     HISTORY_SK_PREFIX, STREAM_HEAD_SK, SUBSCRIPTION_SK_PREFIX,
 };
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
@@ -151,6 +151,23 @@ fn cancelled(e: SdkError<TransactWriteItemsError>) -> Cancelled {
     } else {
         Cancelled::Other(Box::new(e))
     }
+}
+
+/// A page of an index Query: its connection ids and where the next starts.
+fn page_of(items: Option<Vec<Item>>, last: Option<Item>) -> Result<SubscriberPage, StoreError> {
+    let connection_ids = items
+        .unwrap_or_default()
+        .iter()
+        .map(|item| ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed))
+        .collect::<Result<_, _>>()?;
+    let next = match last.filter(|k| !k.is_empty()) {
+        Some(key) => Some(ConnectionId::new(get_s(&key, "connectionId")?).map_err(malformed)?),
+        None => None,
+    };
+    Ok(SubscriberPage {
+        connection_ids,
+        next,
+    })
 }
 
 fn malformed(e: pushgate_domain::IdError) -> StoreError {
@@ -372,20 +389,7 @@ impl DynamoDbStore {
             .send()
             .await
             .map_err(sdk_error("Query"))?;
-        let connection_ids = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| ConnectionId::new(get_s(item, "connectionId")?).map_err(malformed))
-            .collect::<Result<_, _>>()?;
-        let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
-            Some(key) => Some(ConnectionId::new(get_s(&key, "connectionId")?).map_err(malformed)?),
-            None => None,
-        };
-        Ok(SubscriberPage {
-            connection_ids,
-            next,
-        })
+        page_of(out.items, out.last_evaluated_key)
     }
 
     /// Deletes `keys` with BatchWriteItem, 25 at a time, retrying unprocessed
@@ -948,9 +952,10 @@ impl ConnectionStore for DynamoDbStore {
         Ok(count)
     }
 
-    async fn subscribers(
+    async fn subscriber_range(
         &self,
         entity_id: &EntityId,
+        range: &IdRange,
         now: i64,
         after: Option<&ConnectionId>,
         limit: usize,
@@ -963,15 +968,23 @@ impl ConnectionStore for DynamoDbStore {
                 ("sk".into(), s(subscription_sk(entity_id))),
             ])
         });
-        self.index_page(
-            BY_ENTITY_INDEX,
-            "entityId",
-            entity_id.as_str(),
-            now,
-            start,
-            limit,
-        )
-        .await
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ENTITY_INDEX)
+            .key_condition_expression("entityId = :v AND connectionId BETWEEN :first AND :last")
+            .filter_expression("expiresAt > :now")
+            .expression_attribute_values(":v", s(entity_id.as_str()))
+            .expression_attribute_values(":first", s(&range.first))
+            .expression_attribute_values(":last", s(&range.last))
+            .expression_attribute_values(":now", n(now))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk_error("Query"))?;
+        page_of(out.items, out.last_evaluated_key)
     }
 
     async fn user_connections(

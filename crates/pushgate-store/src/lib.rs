@@ -16,7 +16,7 @@
 
 use async_trait::async_trait;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
@@ -164,6 +164,20 @@ pub trait ConnectionStore: Send + Sync {
     async fn subscribers(
         &self,
         entity_id: &EntityId,
+        now: i64,
+        after: Option<&ConnectionId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        self.subscriber_range(entity_id, &IdRange::all(), now, after, limit)
+            .await
+    }
+
+    /// [`ConnectionStore::subscribers`] whose connection ids fall in
+    /// `range`: one shard of a large fan-out.
+    async fn subscriber_range(
+        &self,
+        entity_id: &EntityId,
+        range: &IdRange,
         now: i64,
         after: Option<&ConnectionId>,
         limit: usize,

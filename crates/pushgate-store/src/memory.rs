@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use pushgate_domain::record::is_live;
 use pushgate_domain::{
-    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, Retention,
+    ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
@@ -341,21 +341,33 @@ impl ConnectionStore for MemoryStore {
         Ok(deleted)
     }
 
-    async fn subscribers(
+    async fn subscriber_range(
         &self,
         entity_id: &EntityId,
+        range: &IdRange,
         now: i64,
         after: Option<&ConnectionId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
+        use std::ops::Bound;
         let state = self.lock();
         let mut page = SubscriberPage::default();
         let mut last = None;
+        // Start at `after` (or the range's first id) in the index, as a
+        // Query with ExclusiveStartKey does: a page costs its own length,
+        // not the length of everything before it.
+        let start = match after {
+            Some(a) => Bound::Excluded((entity_id.clone(), a.clone())),
+            None => Bound::Included((
+                entity_id.clone(),
+                ConnectionId::new(range.first.as_str()).unwrap_or_else(|_| min_connection()),
+            )),
+        };
         let candidates = state
             .by_entity
-            .range((entity_id.clone(), min_connection())..)
-            .take_while(|((e, _), _)| e == entity_id)
-            .filter(|((_, c), _)| after.is_none_or(|a| c > a));
+            .range((start, Bound::Unbounded))
+            .take_while(|((e, c), _)| e == entity_id && c.as_str() <= range.last.as_str())
+            .filter(|((_, c), _)| range.contains(c.as_str()));
         // Like a DynamoDB Query with Limit: `limit` items are read, then the
         // filter on expiry applies, so a page may hold fewer.
         for (scanned, ((_, connection), expires_at)) in candidates.enumerate() {

@@ -564,3 +564,56 @@ async fn dynamodb_store_holds_the_cap_under_concurrent_subscribes() {
     store.create_table_if_missing().await.unwrap();
     concurrent_subscribes_hold_the_cap(std::sync::Arc::new(store)).await;
 }
+
+/// The ranges of a split fan-out together read every subscriber once.
+async fn ranges_partition_the_subscribers(store: &dyn ConnectionStore) {
+    let ids: Vec<String> = (0..60)
+        .map(|i| {
+            let alphabet = "+-/0123456789=ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+            let c = alphabet.as_bytes()[(i * 7) % alphabet.len()] as char;
+            format!("{c}conn{i:03}=")
+        })
+        .collect();
+    for id in &ids {
+        store.put_connection(&connection(id, LATER)).await.unwrap();
+        store
+            .subscribe(&subscription(id, "hot", LATER), NOW, 10)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for range in pushgate_domain::IdRange::split(7) {
+        let mut after: Option<ConnectionId> = None;
+        loop {
+            let page = store
+                .subscriber_range(&eid("hot"), &range, NOW, after.as_ref(), 4)
+                .await
+                .unwrap();
+            for c in &page.connection_ids {
+                assert!(range.contains(c.as_str()), "{c} outside {range:?}");
+                seen.push(c.to_string());
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn memory_store_reads_subscribers_by_range() {
+    ranges_partition_the_subscribers(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_reads_subscribers_by_range() {
+    let moto = Moto::start();
+    let store = DynamoDbStore::new(moto.dynamodb(), "pushgate-ranges");
+    store.create_table_if_missing().await.unwrap();
+    ranges_partition_the_subscribers(&store).await;
+}
