@@ -35,9 +35,22 @@ before(async () => {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      // A page fulfilled by the test (PUSHGATE_DEMO_PAGE) has no address;
+      // Chrome's local network access checks would block its loopback socket.
+      ...(process.env.PUSHGATE_DEMO_PAGE ? ["--disable-features=LocalNetworkAccessChecks"] : []),
     ],
   });
   context.setDefaultTimeout(WAIT);
+  // PUSHGATE_DEMO_PAGE=crates/pushgate-local/static/index.html tries a page
+  // change without rebuilding the emulator (it include_str!s the page).
+  if (process.env.PUSHGATE_DEMO_PAGE) {
+    const page = process.env.PUSHGATE_DEMO_PAGE;
+    await context.route((url) => url.href === new URL("/", BASE).href, (route) =>
+      route.request().method() === "GET"
+        ? route.fulfill({ path: page, contentType: "text/html; charset=utf-8" })
+        : route.continue(), // PutEvents is a POST to /
+    );
+  }
   // The emulator serves clients/js/src/index.js at /client.js; an emulator
   // built before that route existed gets it from here instead.
   const probe = await fetch(new URL("/client.js", BASE)).catch(() => null);
