@@ -99,3 +99,35 @@ test("node: a subscription outside the token's grants is refused once, not retri
     assert.equal(client.state, "open");
   });
 });
+
+test("node: resuming from a position the history no longer reaches gives a recovered event, then carries on", async (t) => {
+  await withEmulator(t, ["--history-max-per-stream", "3"], async (emu, open) => {
+    const entityId = `artist:recover-${unique()}`;
+    const first = open({});
+    const got = [];
+    const sub = first.subscribe(entityId, (n) => got.push(n));
+    await until(() => sub.position.seq !== undefined, "subscribed");
+    await putEvents(emu.base, [{ entityId, message: { i: 0 } }]);
+    await until(() => got.length === 1, "the first notification");
+    const kept = sub.position; // what an application would store (e.g. in localStorage)
+    first.close();
+
+    for (let i = 1; i <= 6; i++) await putEvents(emu.base, [{ entityId, message: { i } }]);
+    await until(async () => {
+      const res = await fetch(`${emu.historyUrl}?entityId=${encodeURIComponent(entityId)}`);
+      return (await res.json()).seq === 7;
+    }, "seq 7 appended");
+
+    const second = open({});
+    const recovered = [];
+    second.on("recovered", (e) => recovered.push(e));
+    const later = [];
+    second.subscribe(entityId, (n) => later.push(n), { since: kept.seq, epoch: kept.epoch });
+    await until(() => recovered.length === 1, "a recovered event");
+    assert.deepEqual(recovered[0], { entityId, recovered: false, seq: 7, epoch: kept.epoch, reason: "subscribe" });
+    await putEvents(emu.base, [{ entityId, message: { i: 7 } }]);
+    await until(() => later.length === 1, "the next notification");
+    await sleep(300);
+    assert.deepEqual(later.map((n) => n.seq), [8], "only what follows the server's seq");
+  });
+});
