@@ -82,7 +82,7 @@ fn ephemeral_ports() -> Option<usize> {
     Some(hi.saturating_sub(lo) + 1)
 }
 
-fn emulator_binary() -> Result<PathBuf, BoxError> {
+pub(crate) fn emulator_binary() -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
     let path = exe
         .parent()

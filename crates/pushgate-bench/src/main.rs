@@ -46,6 +46,7 @@ mod fanout;
 mod fleet;
 mod hold;
 mod rate;
+mod scale;
 mod startup;
 mod target;
 
@@ -394,6 +395,9 @@ enum Command {
     Hold(RunArgs),
     /// DynamoDB requests per operation, against a moto server.
     Dynamodb,
+    /// One entity with 100,000 and 1,000,000 virtual subscribers at the
+    /// account throttle, with a round trip on every push.
+    Scale(scale::Args),
     /// Start-up, size and memory per Lambda binary (against moto).
     Startup {
         /// Runs per function.
@@ -441,6 +445,7 @@ async fn async_main(cli: Cli) -> Result<(), Box<dyn Error>> {
     let run = match cli.command {
         Command::Clients => return fleet::child_main().await.map_err(unsend),
         Command::Dynamodb => return dynamodb::run().await,
+        Command::Scale(args) => return scale::run(args).await.map_err(unsend),
         Command::Startup { runs } => return startup::run(usize::from(runs)).await,
         Command::Cpu(args) => return cpu::run(args).await.map_err(unsend),
         Command::CpuPush(_) => return Err("cpu-push runs on its own runtime".into()),

@@ -4,6 +4,7 @@
 //! outcome into the REST-JSON answer the AWS SDKs parse.
 
 use pushgate_domain::limits::MAX_MESSAGE_BYTES;
+use std::sync::atomic::Ordering;
 
 use crate::faults;
 use crate::sessions::{Outbound, OutboxError};
@@ -56,6 +57,7 @@ pub async fn post_to_connection(
     connection_id: &str,
     data: Vec<u8>,
 ) -> Result<(), PostError> {
+    state.post_counts().calls.fetch_add(1, Ordering::Relaxed);
     if let Some(latency) = state.faults().post_latency() {
         tokio::time::sleep(latency).await;
     }
@@ -63,6 +65,10 @@ pub async fn post_to_connection(
         return Err(PostError::PayloadTooLarge(data.len()));
     }
     if state.post_throttle().is_some_and(|b| !b.try_take()) {
+        state
+            .post_counts()
+            .throttled
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(connection_id, "PostToConnection: throttled");
         return Err(PostError::Throttled);
     }

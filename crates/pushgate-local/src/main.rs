@@ -204,6 +204,10 @@ struct ServeArgs {
     /// PostToConnection calls in flight per event (PUSH_CONCURRENCY).
     #[arg(long, env = "PUSH_CONCURRENCY")]
     push_concurrency: Option<usize>,
+    /// Connection-id ranges a fan-out of more than a page is split into,
+    /// each a task for another notifier invocation (FANOUT_RANGES).
+    #[arg(long, env = "FANOUT_RANGES")]
+    fanout_ranges: Option<usize>,
     /// Subscriptions one connection may hold (MAX_SUBSCRIPTIONS_PER_CONNECTION).
     #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION")]
     max_subscriptions: Option<usize>,
@@ -313,6 +317,12 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_subscriptions {
             settings.functions.max_subscriptions = n;
+        }
+        if let Some(n) = self.fanout_ranges {
+            if n == 0 {
+                return Err("--fanout-ranges must be at least 1 (1: never split)".into());
+            }
+            settings.functions.fanout_ranges = n;
         }
         if let Some(secs) = self.history_ttl_secs {
             settings.functions.retention.ttl_secs = i64::try_from(secs)

@@ -69,6 +69,8 @@ pub struct QueueCounts {
     pub in_flight: usize,
     /// In the DLQ.
     pub dead_letters: usize,
+    /// Notifier invocations so far.
+    pub invocations: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +86,7 @@ pub struct Queue {
     region: String,
     state: Mutex<State>,
     arrived: Notify,
+    invocations: std::sync::atomic::AtomicU64,
 }
 
 impl Queue {
@@ -95,6 +98,7 @@ impl Queue {
             region: region.to_owned(),
             state: Mutex::default(),
             arrived: Notify::new(),
+            invocations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -147,6 +151,7 @@ impl Queue {
             delayed,
             in_flight: state.messages.len() - visible - delayed,
             dead_letters: state.dlq.len(),
+            invocations: self.invocations.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -279,6 +284,8 @@ impl Queue {
     /// whole batch is redelivered after the visibility timeout.
     async fn invoke(&self, deps: &NotifierDeps, event: SqsEvent, timeout: Duration) {
         let size = event.records.len();
+        self.invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let run = notifier::handle(deps, event.clone(), deadline);

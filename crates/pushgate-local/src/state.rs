@@ -33,6 +33,7 @@ struct Inner {
     event_queue: Arc<dyn EventQueue>,
     faults: Arc<FaultInjector>,
     post_throttle: Option<TokenBucket>,
+    post_counts: PostCounts,
     virtual_connections: VirtualConnections,
 }
 
@@ -50,6 +51,15 @@ pub struct Parts {
     pub memory: Option<Arc<MemoryStore>>,
     /// The faults in force (shared with the store decorator).
     pub faults: Arc<FaultInjector>,
+}
+
+/// PostToConnection calls received, for the status page and benchmarks.
+#[derive(Debug, Default)]
+pub struct PostCounts {
+    /// Every call.
+    pub calls: std::sync::atomic::AtomicU64,
+    /// Calls answered 429 by the token bucket.
+    pub throttled: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -86,6 +96,7 @@ impl AppState {
                 sessions: Arc::default(),
                 queue,
                 post_throttle,
+                post_counts: PostCounts::default(),
                 virtual_connections: VirtualConnections::default(),
             }),
         }
@@ -153,6 +164,11 @@ impl AppState {
     }
 
     /// PostToConnection's token bucket, when throttling is on.
+    pub fn post_counts(&self) -> &PostCounts {
+        &self.inner.post_counts
+    }
+
+    /// The PostToConnection token bucket, when throttling is on.
     pub fn post_throttle(&self) -> Option<&TokenBucket> {
         self.inner.post_throttle.as_ref()
     }

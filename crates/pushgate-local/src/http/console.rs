@@ -79,6 +79,10 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "queue": queue,
         "dlq": queue.dead_letters,
         "faults": state.faults().counts(),
+        "postToConnection": {
+            "calls": state.post_counts().calls.load(std::sync::atomic::Ordering::Relaxed),
+            "throttled": state.post_counts().throttled.load(std::sync::atomic::Ordering::Relaxed),
+        },
     }))
 }
 
