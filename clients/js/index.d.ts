@@ -181,6 +181,8 @@ export interface ClientOptions {
   now?: () => number;
   /** Where `online`/`offline` events come from (default: `window` in browsers; `null` for none). */
   window?: EventTargetLike | null;
+  /** Where `visibilitychange` comes from: a tab back in the foreground pings at once (default: `document`; `null` for none). */
+  document?: (EventTargetLike & { visibilityState?: string }) | null;
 }
 
 export interface SubscribeOptions {

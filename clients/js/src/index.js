@@ -135,6 +135,15 @@ export class PushgateClient {
       this._win.addEventListener("offline", this._onOffline);
       this._win.addEventListener("online", this._onOnline);
     }
+    // A tab that comes back to the foreground (possibly after being frozen)
+    // checks its socket at once rather than at the next heartbeat.
+    this._doc = o.document !== undefined ? o.document : typeof document !== "undefined" ? document : null;
+    if (this._doc && typeof this._doc.addEventListener === "function") {
+      this._onVisible = () => {
+        if (this._doc.visibilityState === "visible" && this._primary?.open) this._ping(this._primary);
+      };
+      this._doc.addEventListener("visibilitychange", this._onVisible);
+    }
     this._setState("connecting");
     this._connectPrimary("initial");
   }
@@ -282,6 +291,7 @@ export class PushgateClient {
       this._win.removeEventListener("offline", this._onOffline);
       this._win.removeEventListener("online", this._onOnline);
     }
+    if (this._onVisible) this._doc.removeEventListener("visibilitychange", this._onVisible);
     this._setState("closed");
   }
 

@@ -27,6 +27,7 @@ function setup(opts = {}) {
     now: clock.now,
     random: opts.random ?? fixedRandom([0.5]),
     window: opts.window ?? null,
+    document: null,
     getToken,
     ...opts.options,
   });
@@ -574,4 +575,25 @@ test("history answering 401 gets a fresh token for the next request", async () =
   assert.deepEqual(seqs(), [1, 2]);
   assert.equal(tokens(), 2, "getToken again after the 401");
   client.close();
+});
+
+test("a tab back in the foreground pings at once; a dead socket is found without waiting for the heartbeat", async () => {
+  const doc = new FakeWindow();
+  doc.visibilityState = "hidden";
+  const { clock, server, client } = setup({ options: { document: doc, pingIntervalMs: 240_000, pongTimeoutMs: 1000 } });
+  collect(client, "a");
+  await clock.advance(10);
+  server.answerPing = false;
+  server.publish("a", {}); // the socket has been alive: it sent something
+  await clock.advance(10);
+  doc.visibilityState = "visible";
+  doc.dispatch("visibilitychange");
+  assert.deepEqual(server.sockets[0].sent.at(-1), { action: "ping" });
+  server.answerPing = true;
+  await clock.advance(1000);
+  // No pong yet from this server, but it sent a frame within the interval:
+  // the benefit of the doubt (see the old-server heartbeat test).
+  assert.equal(server.sockets.length, 1);
+  client.close();
+  assert.equal(doc.listeners.get("visibilitychange").size, 0);
 });
