@@ -189,7 +189,47 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     rows.push((
         "subscribe".into(),
         fmt(&counter.take()),
-        "1 GetItem (the scope) + 1 TransactWriteItems (ConditionCheck + Put)¹".into(),
+        "1 GetItem (the scope) + 1 Query (the cap) + 1 TransactWriteItems (Update subVersion + Put)¹".into(),
+    ));
+
+    // Streams: what every event adds per stream (the notifier's append),
+    // a redelivery, and a resume (head + history).
+    let stream = pushgate_domain::StreamKey::Entity(eid("e:stream")?);
+    let retention = pushgate_domain::Retention {
+        ttl_secs: 86_400,
+        max_entries: 3,
+    };
+    let frame = |h: &pushgate_domain::StreamHead| -> Result<String, pushgate_store::BoxError> {
+        Ok(format!(r#"{{"seq":{}}}"#, h.seq))
+    };
+    for i in 1..=3 {
+        store
+            .append(&stream, &format!("ev-{i}"), retention, now, "ep", &frame)
+            .await?;
+    }
+    counter.take();
+    store
+        .append(&stream, "ev-4", retention, now, "ep", &frame)
+        .await?;
+    rows.push((
+        "notify: append an event to its stream (seq + history)".into(),
+        fmt(&counter.take()),
+        "1 BatchGetItem (head + event) + 1 TransactWriteItems (head, event, history, trim: 4 items)".into(),
+    ));
+    store
+        .append(&stream, "ev-4", retention, now, "ep", &frame)
+        .await?;
+    rows.push((
+        "notify: the same event redelivered".into(),
+        fmt(&counter.take()),
+        "1 BatchGetItem (the event keeps its seq)".into(),
+    ));
+    store.stream_head(&stream, now).await?;
+    store.history(&stream, 2, 100, now).await?;
+    rows.push((
+        "subscribe with since / GET /history (on top of subscribe)".into(),
+        fmt(&counter.take()),
+        "1 GetItem (head) + 1 Query (history)".into(),
     ));
 
     store.unsubscribe(&cid("c0")?, &eid("e:0")?).await?;
@@ -257,9 +297,9 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "¹ subscribe reads the connection (GetItem) for its scope, which a condition \
 expression cannot evaluate (grants are entity prefixes). Its Query counts the connection's \
-subscriptions for MAX_SUBSCRIPTIONS_PER_CONNECTION; a subscription counter on the connection \
-item, checked and incremented in the transaction, would save it at the cost of a transaction \
-in unsubscribe and disconnect."
+subscriptions for MAX_SUBSCRIPTIONS_PER_CONNECTION, and reads the connection's subVersion, \
+which the transaction bumps under a condition so that concurrent subscribes cannot pass the \
+cap together."
     );
     Ok(())
 }
