@@ -432,9 +432,29 @@ fn sent_at_ms(record: &SqsMessage) -> Option<i64> {
         .and_then(|t| t.parse::<i64>().ok())
 }
 
-/// Deletes connections that answered 410, best effort.
+/// How long after its record is written a connection may still be in
+/// `$connect`: API Gateway waits up to 29 s for the function, and answers
+/// PostToConnection with 410 until the handshake is done.
+pub const CONNECTING_GRACE_MS: i64 = 30_000;
+
+/// Deletes connections that answered 410, best effort; a connection whose
+/// record is younger than [`CONNECTING_GRACE_MS`] may still be in
+/// `$connect` (reached through the `byUser` index before it opened) and is
+/// left alone.
 async fn forget_gone(deps: &crate::Deps, gone: &[ConnectionId]) {
+    let now_ms = deps.clock.now_ms();
     for c in gone {
+        match deps.store.connection(c, deps.clock.now_secs()).await {
+            Ok(Some(record)) if record.connected_at_ms > now_ms - CONNECTING_GRACE_MS => {
+                tracing::info!(connection_id = %c, "410 from a connection still in $connect; kept");
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(connection_id = %c, error = %e, "could not read a gone connection");
+                continue;
+            }
+        }
         if let Err(e) = deps.store.delete_connection(c).await {
             // TTL removes it later; the push loop already skipped it.
             tracing::warn!(connection_id = %c, error = %e, "could not delete a gone connection");

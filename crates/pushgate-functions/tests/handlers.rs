@@ -14,7 +14,9 @@ use std::time::Duration;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
-use pushgate_functions::{connect, default_route, disconnect, notifier, subscribe, unsubscribe};
+use pushgate_functions::{
+    connect, default_route, disconnect, notifier, subscribe, unsubscribe, Clock,
+};
 use pushgate_store::ConnectionStore;
 use serde_json::{json, Value};
 use support::*;
@@ -290,8 +292,11 @@ async fn notifier_sample_delivers_removes_gone_and_reports_the_bad_record() {
         serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).unwrap()["id"]
             .clone();
 
+    // A minute later: past the time a connection may still be in $connect.
+    let mut later = deps.clone();
+    later.clock = Clock::fixed(NOW_MS + 60_000);
     let response = notifier::handle(
-        &notifier_deps(&deps, pusher.clone()),
+        &notifier_deps(&later, pusher.clone()),
         event,
         support::far_deadline(),
     )
@@ -476,4 +481,36 @@ async fn notifier_fans_out_across_pages_with_bounded_concurrency() {
         .for_each(|w| assert_ne!(w[0], w[1], "each subscriber once"));
     let max = pusher.max_in_flight.load(Ordering::SeqCst);
     assert!(max > 1 && max <= 16, "in flight at once: {max}");
+}
+
+#[tokio::test]
+async fn a_410_from_a_connection_still_in_connect_does_not_delete_it() {
+    let (store, deps) = setup();
+    // Connected (its record written) at NOW_MS; the event comes 5 s later,
+    // while API Gateway may still be waiting for $connect and answers 410.
+    connected(&deps, "young").await;
+    subscribed(&deps, "young", "e").await;
+    let pusher = Arc::new(ScriptedPusher::default());
+    pusher.always("young", 410);
+    let mut soon = deps.clone();
+    soon.clock = Clock::fixed(NOW_MS + 5_000);
+    let response = notifier::handle(
+        &notifier_deps(&soon, pusher.clone()),
+        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]),
+        support::far_deadline(),
+    )
+    .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(store.all_connections().len(), 1, "kept");
+    // The same answer a minute after it connected: gone for good, deleted.
+    let mut later = deps.clone();
+    later.clock = Clock::fixed(NOW_MS + 60_000);
+    notifier::handle(
+        &notifier_deps(&later, pusher.clone()),
+        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]),
+        support::far_deadline(),
+    )
+    .await;
+    assert!(store.all_connections().is_empty());
+    assert!(store.all_subscriptions().is_empty());
 }

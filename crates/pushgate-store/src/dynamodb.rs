@@ -946,10 +946,26 @@ impl ConnectionStore for DynamoDbStore {
     }
 
     async fn delete_connection(&self, connection_id: &ConnectionId) -> Result<usize, StoreError> {
+        // The connection item goes first, on its own: from then on every
+        // subscribe's condition fails, and a subscribe that committed before
+        // is in the partition the Query below reads. Reading first and
+        // deleting everything together would miss a subscription written in
+        // between, and leave it orphaned until its TTL.
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(CONNECTION_SK))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk_error("DeleteItem"))?;
+        let connection = usize::from(out.attributes.is_some_and(|a| !a.is_empty()));
         let keys = self.partition_keys(connection_id).await?;
         let count = keys.len();
         self.batch_delete(keys).await?;
-        Ok(count)
+        Ok(connection + count)
     }
 
     async fn subscriber_range(

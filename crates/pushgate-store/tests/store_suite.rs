@@ -617,3 +617,57 @@ async fn dynamodb_store_reads_subscribers_by_range() {
     store.create_table_if_missing().await.unwrap();
     ranges_partition_the_subscribers(&store).await;
 }
+
+/// `$disconnect` racing `subscribe` (API Gateway runs them at once when a
+/// client closes right after subscribing) leaves no orphan subscription.
+async fn disconnect_racing_subscribe_leaves_nothing(store: std::sync::Arc<dyn ConnectionStore>) {
+    for round in 0..15 {
+        let id = format!("race-{round}");
+        store.put_connection(&connection(&id, LATER)).await.unwrap();
+        let subscribing = {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                for e in 0..3 {
+                    let sub = subscription(&id, &format!("artist:{e}"), LATER);
+                    // Either stored or refused (gone); never an error.
+                    match store.subscribe(&sub, NOW, 10).await {
+                        Ok(()) | Err(StoreError::ConnectionGone(_)) => {}
+                        Err(StoreError::TransactionConflict) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        };
+        let disconnecting = {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.delete_connection(&cid(&id)).await.unwrap() })
+        };
+        subscribing.await.unwrap();
+        disconnecting.await.unwrap();
+        if store.connection(&cid(&id), NOW).await.unwrap().is_none() {
+            assert!(
+                store
+                    .subscriptions(&cid(&id), NOW)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "round {round}: an orphan subscription"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_store_leaves_no_orphan_when_disconnect_races_subscribe() {
+    disconnect_racing_subscribe_leaves_nothing(std::sync::Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_leaves_no_orphan_when_disconnect_races_subscribe() {
+    let moto = Moto::start_serial();
+    let store = DynamoDbStore::new(moto.dynamodb(), "pushgate-race");
+    store.create_table_if_missing().await.unwrap();
+    disconnect_racing_subscribe_leaves_nothing(std::sync::Arc::new(store)).await;
+}
