@@ -148,7 +148,7 @@ export interface ClientOptions {
   /** Full-jitter backoff: first cap (default 500 ms), doubled per failure up to `backoffMaxMs` (default 30 s). */
   backoffBaseMs?: number;
   backoffMaxMs?: number;
-  /** Heartbeat: a `ping` every `pingIntervalMs` (default 4 min); no `pong` within `pongTimeoutMs` (default 10 s) is a dead socket. */
+  /** Heartbeat: a `ping` every `pingIntervalMs` (default 8 min); no `pong` within `pongTimeoutMs` (default 10 s) is a dead socket. */
   pingIntervalMs?: number;
   pongTimeoutMs?: number;
   /** API Gateway's maximum connection duration (default 2 h); the client rolls over to a new connection at `rolloverMin`–`rolloverMax` (default 0.85–0.95) of it. */
