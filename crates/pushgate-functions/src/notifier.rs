@@ -190,21 +190,31 @@ impl Invocation<'_> {
 
     async fn push(&self, connection: ConnectionId, payload: &[u8]) -> Push {
         let policy = self.deps.retry;
-        let end = (Instant::now() + self.deps.limits.push_budget).min(self.cutoff);
+        let undone = |id, throttled| Push::Undone { id, throttled };
+        // The push's own time budget starts when it first holds a permit:
+        // it bounds one slow connection, not the wait behind the others
+        // (which only the invocation's cut-off bounds).
+        let mut end: Option<Instant> = None;
         let mut throttled = false;
         let mut attempt = 1;
         loop {
-            if self.forbidden.load(Ordering::Relaxed) > 0 || Instant::now() >= end {
-                return Push::Undone {
-                    id: connection,
-                    throttled,
-                };
+            if self.forbidden.load(Ordering::Relaxed) > 0 || self.out_of_time() {
+                return undone(connection, throttled);
             }
-            let result = tokio::time::timeout_at(end, async {
-                let _permit = self.deps.limit.acquire().await;
-                self.deps.pusher.post(connection.as_str(), payload).await
-            })
-            .await;
+            let Ok(permit) = tokio::time::timeout_at(self.cutoff, self.deps.limit.acquire()).await
+            else {
+                return undone(connection, throttled);
+            };
+            let end = *end.get_or_insert_with(|| {
+                (Instant::now() + self.deps.limits.push_budget).min(self.cutoff)
+            });
+            if Instant::now() >= end {
+                return undone(connection, throttled);
+            }
+            let result =
+                tokio::time::timeout_at(end, self.deps.pusher.post(connection.as_str(), payload))
+                    .await;
+            drop(permit);
             match &result {
                 Ok(Ok(())) => self.deps.limit.on_success(),
                 Ok(Err(PushError::Throttled)) => self.deps.limit.on_throttled(),
@@ -220,10 +230,7 @@ impl Invocation<'_> {
                 Ok(Err(e)) => e,
                 Err(_) => {
                     tracing::warn!(connection_id = %connection, "push out of time; left for the redelivery");
-                    return Push::Undone {
-                        id: connection,
-                        throttled,
-                    };
+                    return undone(connection, throttled);
                 }
             };
             throttled |= matches!(error, PushError::Throttled);
@@ -233,10 +240,7 @@ impl Invocation<'_> {
             }
             if attempt >= policy.max_attempts {
                 tracing::warn!(connection_id = %connection, attempts = attempt, error = %error, "push failed after retries");
-                return Push::Undone {
-                    id: connection,
-                    throttled,
-                };
+                return undone(connection, throttled);
             }
             attempt += 1;
             tokio::time::sleep_until((Instant::now() + policy.backoff(attempt)).min(end)).await;
@@ -437,14 +441,21 @@ fn sent_at_ms(record: &SqsMessage) -> Option<i64> {
 /// PostToConnection with 410 until the handshake is done.
 pub const CONNECTING_GRACE_MS: i64 = 30_000;
 
-/// Deletes connections that answered 410, best effort; a connection whose
-/// record is younger than [`CONNECTING_GRACE_MS`] may still be in
-/// `$connect` (reached through the `byUser` index before it opened) and is
-/// left alone.
-async fn forget_gone(deps: &crate::Deps, gone: &[ConnectionId]) {
+/// Deletes connections that answered 410, best effort. A subscriber of an
+/// entity has sent `subscribe`, so it was open: its 410 means gone. A
+/// connection reached through the `byUser` index may still be in
+/// `$connect` (its record is written there, and API Gateway answers 410
+/// until the handshake is done), so one whose record is younger than
+/// [`CONNECTING_GRACE_MS`] is left alone; a later 410 or its TTL removes it
+/// if it never opened.
+async fn forget_gone(deps: &crate::Deps, stream: &StreamKey, gone: &[ConnectionId]) {
     let now_ms = deps.clock.now_ms();
     for c in gone {
-        match deps.store.connection(c, deps.clock.now_secs()).await {
+        let lookup = match stream {
+            StreamKey::Entity(_) => Ok(None),
+            StreamKey::User(_) => deps.store.connection(c, deps.clock.now_secs()).await,
+        };
+        match lookup {
             Ok(Some(record)) if record.connected_at_ms > now_ms - CONNECTING_GRACE_MS => {
                 tracing::info!(connection_id = %c, "410 from a connection still in $connect; kept");
                 continue;
@@ -552,7 +563,7 @@ async fn handle_record(
         let mut delivery =
             deliver_stream(inv, &stream, &scope, appended.payload.as_bytes(), progress).await?;
         count(&mut outcome, &delivery);
-        forget_gone(deps, &delivery.gone).await;
+        forget_gone(deps, &stream, &delivery.gone).await;
         let handed_off = delivery.handoff.len();
         if let (StreamKey::Entity(entity), false) = (&stream, delivery.handoff.is_empty()) {
             let tasks: Vec<FanoutTask> = delivery
@@ -656,7 +667,7 @@ async fn handle_task(
     let delivery = deliver_stream(inv, &stream, &scope, task.payload.as_bytes(), progress).await?;
     let mut outcome = RecordOutcome::default();
     count(&mut outcome, &delivery);
-    forget_gone(deps, &delivery.gone).await;
+    forget_gone(deps, &stream, &delivery.gone).await;
     let mut result = Ok(());
     if delivery.forbidden {
         outcome.undone += delivery.left.retry.len();

@@ -486,31 +486,50 @@ async fn notifier_fans_out_across_pages_with_bounded_concurrency() {
 #[tokio::test]
 async fn a_410_from_a_connection_still_in_connect_does_not_delete_it() {
     let (store, deps) = setup();
-    // Connected (its record written) at NOW_MS; the event comes 5 s later,
-    // while API Gateway may still be waiting for $connect and answers 410.
-    connected(&deps, "young").await;
-    subscribed(&deps, "young", "e").await;
+    // A user's connection, its record written at NOW_MS by $connect; a
+    // user-targeted event comes 5 s later, while API Gateway may still be
+    // waiting for $connect and answers 410.
+    let mut event: ApiGatewayWebsocketProxyRequest = sample("connect.json");
+    event.request_context.connection_id = Some("young".into());
+    event
+        .request_context
+        .authorizer
+        .fields
+        .insert("principalId".into(), json!("alice"));
+    assert_eq!(
+        connect::handle(&deps, event).await.unwrap().status_code,
+        200
+    );
     let pusher = Arc::new(ScriptedPusher::default());
     pusher.always("young", 410);
+    let user_event = |id: &str| {
+        json!({"version":"0","id":id,"detail-type":"Entity Updated","source":"pushgate",
+            "time":"2026-11-22T10:00:00Z","detail":{"userId":"alice","message":1}})
+        .to_string()
+    };
     let mut soon = deps.clone();
     soon.clock = Clock::fixed(NOW_MS + 5_000);
     let response = notifier::handle(
         &notifier_deps(&soon, pusher.clone()),
-        sqs_event(&[("m1", eventbridge("ev-1", "e", json!(1)))]),
+        sqs_event(&[("m1", user_event("ev-1"))]),
         support::far_deadline(),
     )
     .await;
     assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        pusher.attempts.load(Ordering::SeqCst),
+        1,
+        "it was pushed to"
+    );
     assert_eq!(store.all_connections().len(), 1, "kept");
     // The same answer a minute after it connected: gone for good, deleted.
     let mut later = deps.clone();
     later.clock = Clock::fixed(NOW_MS + 60_000);
     notifier::handle(
         &notifier_deps(&later, pusher.clone()),
-        sqs_event(&[("m2", eventbridge("ev-2", "e", json!(2)))]),
+        sqs_event(&[("m2", user_event("ev-2"))]),
         support::far_deadline(),
     )
     .await;
     assert!(store.all_connections().is_empty());
-    assert!(store.all_subscriptions().is_empty());
 }

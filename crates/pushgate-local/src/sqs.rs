@@ -332,6 +332,21 @@ impl Queue {
         mut stop: watch::Receiver<bool>,
     ) {
         let slots = Arc::new(Semaphore::new(self.settings.max_concurrency.max(1)));
+        // One execution environment per concurrent invocation, as Lambda
+        // runs them: each has its own process-wide state (the adaptive push
+        // limit) and keeps it for the next invocation it serves.
+        let environments: Arc<parking_lot::Mutex<Vec<NotifierDeps>>> =
+            Arc::new(parking_lot::Mutex::new(
+                (0..self.settings.max_concurrency.max(1))
+                    .map(|_| {
+                        let mut env = deps.clone();
+                        env.limit = Arc::new(pushgate_functions::limit::AdaptiveLimit::new(
+                            deps.deps.config.push_concurrency,
+                        ));
+                        env
+                    })
+                    .collect(),
+            ));
         let mut running = JoinSet::new();
         loop {
             let permit = tokio::select! {
@@ -349,9 +364,13 @@ impl Queue {
                 continue;
             }
             let queue = Arc::clone(&self);
-            let deps = deps.clone();
+            // A free environment always exists while this invocation holds
+            // a slot: there are as many environments as slots.
+            let env = environments.lock().pop().unwrap_or_else(|| deps.clone());
+            let pool = Arc::clone(&environments);
             running.spawn(async move {
-                queue.invoke(&deps, event, timeout).await;
+                queue.invoke(&env, event, timeout).await;
+                pool.lock().push(env);
                 drop(permit);
             });
         }
