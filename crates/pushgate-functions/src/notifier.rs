@@ -743,6 +743,24 @@ async fn record_task(
     (message_id, result)
 }
 
+/// Puts a fan-out task back on the queue for another invocation.
+async fn pass_on(
+    inv: &Invocation<'_>,
+    record: &SqsMessage,
+) -> (String, Result<RecordOutcome, RecordError>) {
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let body = record.body.clone().unwrap_or_default();
+    let result = match &inv.deps.queue {
+        Some(queue) => queue
+            .send(body, 0)
+            .await
+            .map(|()| RecordOutcome::default())
+            .map_err(RecordError::Enqueue),
+        None => Err(RecordError::NoQueue),
+    };
+    (message_id, result)
+}
+
 /// Handles one SQS batch before `deadline` (the invocation's Lambda
 /// deadline); the response lists exactly the records SQS must retry.
 pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
@@ -756,12 +774,33 @@ pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> 
         forbidden: AtomicU64::new(0),
     };
     let metrics = parking_lot::Mutex::new(FanoutMetrics::default());
+    // One fan-out task per invocation: the poller hands a whole batch of
+    // them to one invocation, whose pushes share one process's limit (and
+    // one small Lambda's CPU), so the others go back on the queue at once
+    // for the other invocations to take.
+    let mut kept_task = false;
+    let mut passed_on = Vec::new();
+    let mut mine = Vec::new();
+    for record in &event.records {
+        let body = record.body.as_deref().unwrap_or_default();
+        let is_task = matches!(FanoutTask::from_message(body), Some(Ok(_)));
+        if is_task && kept_task && deps.queue.is_some() {
+            passed_on.push(record);
+        } else {
+            kept_task |= is_task;
+            mine.push(record);
+        }
+    }
     // Built up front for the same reason as the pushes in `deliver_stream`.
-    let records: Vec<_> = event
-        .records
-        .iter()
-        .map(|record| record_task(&inv, record, &metrics))
+    let mut records: Vec<_> = mine
+        .into_iter()
+        .map(|record| futures::future::Either::Left(record_task(&inv, record, &metrics)))
         .collect();
+    records.extend(
+        passed_on
+            .into_iter()
+            .map(|record| futures::future::Either::Right(pass_on(&inv, record))),
+    );
     let results: Vec<(String, Result<RecordOutcome, RecordError>)> = stream::iter(records)
         .buffer_unordered(deps.limits.record_concurrency.max(1))
         .collect()
