@@ -14,8 +14,10 @@
 
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Shortest time between two decreases.
@@ -27,14 +29,56 @@ struct State {
     in_flight: usize,
     last_decrease: Option<Instant>,
     decreases: u64,
+    /// Pushes waiting for a permit, first come first served: a record with
+    /// two pushes is not starved by one with a thousand in the same batch.
+    waiters: VecDeque<oneshot::Sender<()>>,
+}
+
+impl State {
+    fn room(&self) -> bool {
+        // The limit is fractional while it grows; whole permits only.
+        self.in_flight < (self.limit as usize).max(1)
+    }
+
+    /// Hands free permits to the longest waiters.
+    fn admit(&mut self) {
+        while self.room() {
+            let Some(waiter) = self.waiters.pop_front() else {
+                return;
+            };
+            // A waiter that gave up (its push was cut off) is skipped.
+            if waiter.send(()).is_ok() {
+                self.in_flight += 1;
+            }
+        }
+    }
 }
 
 /// Permits for pushes in flight, between 1 and a ceiling.
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     state: Mutex<State>,
-    released: Notify,
     max: usize,
+}
+
+/// A push waiting for its permit; if it is dropped after the permit was
+/// handed to it, the permit goes back.
+struct Waiter<'a> {
+    limit: &'a AdaptiveLimit,
+    granted: oneshot::Receiver<()>,
+    taken: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        self.granted.close();
+        if self.granted.try_recv().is_ok() {
+            self.limit.release();
+        }
+    }
 }
 
 /// A push in flight; dropping it frees its permit.
@@ -45,8 +89,7 @@ pub struct Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.limit.state.lock().in_flight -= 1;
-        self.limit.released.notify_waiters();
+        self.limit.release();
     }
 }
 
@@ -60,36 +103,46 @@ impl AdaptiveLimit {
                 in_flight: 0,
                 last_decrease: None,
                 decreases: 0,
+                waiters: VecDeque::new(),
             }),
-            released: Notify::new(),
             max,
         }
     }
 
-    /// Waits for a permit.
+    fn release(&self) {
+        let mut s = self.state.lock();
+        s.in_flight -= 1;
+        s.admit();
+    }
+
+    /// Waits for a permit, behind every push that asked before.
     pub async fn acquire(&self) -> Permit<'_> {
-        loop {
-            // Registered before the check, so a release between the check
-            // and the wait is not missed.
-            let released = self.released.notified();
-            {
-                let mut s = self.state.lock();
-                // The limit is fractional while it grows; whole permits only.
-                if s.in_flight < (s.limit as usize).max(1) {
-                    s.in_flight += 1;
-                    return Permit { limit: self };
-                }
+        let granted = {
+            let mut s = self.state.lock();
+            if s.waiters.is_empty() && s.room() {
+                s.in_flight += 1;
+                return Permit { limit: self };
             }
-            released.await;
-        }
+            let (tx, rx) = oneshot::channel();
+            s.waiters.push_back(tx);
+            rx
+        };
+        let mut waiter = Waiter {
+            limit: self,
+            granted,
+            taken: false,
+        };
+        // The sender lives as long as the limit, which outlives this call.
+        let _ = (&mut waiter.granted).await;
+        waiter.taken = true;
+        Permit { limit: self }
     }
 
     /// A push went through: grow by about one permit per `limit` successes.
     pub fn on_success(&self) {
         let mut s = self.state.lock();
         s.limit = (s.limit + 1.0 / s.limit).min(self.max as f64);
-        drop(s);
-        self.released.notify_waiters();
+        s.admit();
     }
 
     /// A push was throttled (429): halve, once per burst.
@@ -161,5 +214,33 @@ mod tests {
         drop(a);
         let third = tokio::time::timeout(Duration::from_millis(200), limit.acquire()).await;
         assert!(third.is_ok());
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_order_and_one_that_gives_up_returns_its_permit() {
+        let limit = std::sync::Arc::new(AdaptiveLimit::new(1));
+        let first = limit.acquire().await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (limit, order) = (limit.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = limit.acquire().await;
+                order.lock().push(i);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await; // queue in order
+        }
+        // One more gives up while waiting.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), limit.acquire()).await;
+        assert!(gave_up.is_err());
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
+        // Nothing leaked: the one permit is free again.
+        let again = tokio::time::timeout(Duration::from_millis(100), limit.acquire()).await;
+        assert!(again.is_ok());
     }
 }
