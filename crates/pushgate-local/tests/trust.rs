@@ -366,13 +366,10 @@ async fn missed_disconnects_of_idle_subscribers_are_cleaned_up_by_ttl() {
     emulator.shutdown().await;
 }
 
-#[path = "../../pushgate-store/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod moto;
 
 #[tokio::test]
 async fn the_emulator_runs_on_a_dynamodb_endpoint() {
-    let server = moto::Moto::start();
+    let server = pushgate_testkit::Moto::start();
     let settings = Settings {
         store: StoreSettings::DynamoDb {
             endpoint: Some(server.endpoint.clone()),
