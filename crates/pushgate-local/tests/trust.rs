@@ -366,7 +366,6 @@ async fn missed_disconnects_of_idle_subscribers_are_cleaned_up_by_ttl() {
     emulator.shutdown().await;
 }
 
-
 #[tokio::test]
 async fn the_emulator_runs_on_a_dynamodb_endpoint() {
     let server = pushgate_testkit::Moto::start();
