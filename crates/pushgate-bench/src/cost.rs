@@ -803,8 +803,8 @@ pub struct Args {
     /// Hours between reconnects (API Gateway's maximum connection is 2 h).
     #[arg(long, default_value_t = 2.0)]
     pub reconnect_hours: f64,
-    /// Client ping period, minutes; 0 for none (clients/js: 4).
-    #[arg(long, default_value_t = 4.0)]
+    /// Client ping period, minutes; 0 for none (clients/js: 8).
+    #[arg(long, default_value_t = 8.0)]
     pub ping_minutes: f64,
     /// Notifier CPU per push, µs (from `pushgate-bench cpu`).
     #[arg(long, default_value_t = 50.0)]
