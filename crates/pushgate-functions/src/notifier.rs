@@ -23,7 +23,7 @@
 //! `execute-api:ManageConnections`): the record stops, fails and, after its
 //! retries, reaches the DLQ. It is never reported delivered.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -180,7 +180,7 @@ struct Invocation<'a> {
     /// No push starts after this.
     cutoff: Instant,
     /// Stop every record's pushes after a 403.
-    forbidden: AtomicU64,
+    forbidden: AtomicBool,
 }
 
 impl Invocation<'_> {
@@ -198,7 +198,7 @@ impl Invocation<'_> {
         let mut throttled = false;
         let mut attempt = 1;
         loop {
-            if self.forbidden.load(Ordering::Relaxed) > 0 || self.out_of_time() {
+            if self.forbidden.load(Ordering::Relaxed) || self.out_of_time() {
                 return undone(connection, throttled);
             }
             let Ok(permit) = tokio::time::timeout_at(self.cutoff, self.deps.limit.acquire()).await
@@ -224,7 +224,7 @@ impl Invocation<'_> {
                 Ok(Ok(())) => return Push::Delivered { throttled },
                 Ok(Err(PushError::Gone)) => return Push::Gone(connection),
                 Ok(Err(PushError::Forbidden)) => {
-                    self.forbidden.fetch_add(1, Ordering::Relaxed);
+                    self.forbidden.store(true, Ordering::Relaxed);
                     return Push::Forbidden(connection);
                 }
                 Ok(Err(e)) => e,
@@ -365,7 +365,7 @@ async fn deliver_stream(
             }
         };
         let pushes = async {
-            if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) > 0 {
+            if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) {
                 return unit
                     .iter()
                     .map(|id| Push::Undone {
@@ -393,7 +393,7 @@ async fn deliver_stream(
         let Some(next_page) = next_page? else {
             break;
         };
-        if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) > 0 {
+        if inv.out_of_time() || inv.forbidden.load(Ordering::Relaxed) {
             // This page is read but will not be pushed: resume at its start.
             break;
         }
@@ -401,8 +401,10 @@ async fn deliver_stream(
         match next_page.next {
             Some(next) if may_split => {
                 // More than a page: this invocation pushes this page, other
-                // invocations the rest, range by range.
+                // invocations the rest, range by range. The cursor stays, in
+                // case the hand-off fails and this delivery must carry on.
                 done.handoff = handoff(scope.split, next.as_str());
+                resume_after = Some(next);
                 read_all = true;
             }
             Some(next) => resume_after = Some(next),
@@ -516,19 +518,67 @@ fn record_metrics(
     );
 }
 
+/// What a record of the batch is, read once.
+enum Work {
+    /// An EventBridge event (or anything that is not a task).
+    Event,
+    /// A fan-out task this invocation pushes.
+    Task(FanoutTask),
+    /// A fan-out task beyond the first: back on the queue.
+    PassOn,
+    /// A body that names itself a task but is malformed.
+    BadTask(serde_json::Error),
+}
+
+/// Sorts a batch's records: one fan-out task per invocation (SQS's poller
+/// hands a whole batch of them to one invocation, whose pushes share one
+/// process's limit and one small Lambda's CPU), the other tasks go back on
+/// the queue for the other invocations.
+fn sort_batch(records: &[SqsMessage], has_queue: bool) -> Vec<(&SqsMessage, Work)> {
+    let mut kept_task = false;
+    records
+        .iter()
+        .map(|record| {
+            let body = record.body.as_deref().unwrap_or_default();
+            let work = match FanoutTask::from_message(body) {
+                None => Work::Event,
+                Some(Err(e)) => Work::BadTask(e),
+                Some(Ok(_)) if kept_task && has_queue => Work::PassOn,
+                Some(Ok(task)) => {
+                    kept_task = true;
+                    Work::Task(task)
+                }
+            };
+            (record, work)
+        })
+        .collect()
+}
+
 async fn handle_record(
+    inv: &Invocation<'_>,
+    record: &SqsMessage,
+    work: Work,
+    metrics: &parking_lot::Mutex<FanoutMetrics>,
+) -> Result<RecordOutcome, RecordError> {
+    if let Work::PassOn = work {
+        return pass_on(inv, record).await;
+    }
+    if inv.out_of_time() {
+        return Err(RecordError::NotStarted);
+    }
+    match work {
+        Work::Task(task) => handle_task(inv, record, task, metrics).await,
+        Work::BadTask(e) => Err(RecordError::Undeliverable(EventError::NotAnEvent(e))),
+        Work::Event | Work::PassOn => handle_event(inv, record, metrics).await,
+    }
+}
+
+async fn handle_event(
     inv: &Invocation<'_>,
     record: &SqsMessage,
     metrics: &parking_lot::Mutex<FanoutMetrics>,
 ) -> Result<RecordOutcome, RecordError> {
-    if inv.out_of_time() {
-        return Err(RecordError::NotStarted);
-    }
     let body = record.body.as_deref().unwrap_or_default();
-    if let Some(task) = FanoutTask::from_message(body) {
-        let task = task.map_err(|e| RecordError::Undeliverable(EventError::NotAnEvent(e)))?;
-        return handle_task(inv, record, task, metrics).await;
-    }
     let started = Instant::now();
     let deps = &inv.deps.deps;
     let event = NotificationEvent::from_eventbridge_json(body)?;
@@ -586,7 +636,6 @@ async fn handle_record(
                 // Carry on here instead, from where the first page ended.
                 tracing::warn!(error = %e, "could not hand the fan-out on; the redelivery carries on");
                 delivery.left.read_all = false;
-                delivery.left.resume_after = delivery.handoff.first().and_then(|(_, a)| a.clone());
                 error.get_or_insert(e);
             }
         }
@@ -735,30 +784,27 @@ fn batch_item_failure(message_id: String) -> BatchItemFailure {
 async fn record_task(
     inv: &Invocation<'_>,
     record: &SqsMessage,
+    work: Work,
     metrics: &parking_lot::Mutex<FanoutMetrics>,
 ) -> (String, Result<RecordOutcome, RecordError>) {
     let message_id = record.message_id.clone().unwrap_or_default();
     let span = tracing::info_span!("record", message_id = %message_id);
-    let result = tracing::Instrument::instrument(handle_record(inv, record, metrics), span).await;
+    let result =
+        tracing::Instrument::instrument(handle_record(inv, record, work, metrics), span).await;
     (message_id, result)
 }
 
 /// Puts a fan-out task back on the queue for another invocation.
-async fn pass_on(
-    inv: &Invocation<'_>,
-    record: &SqsMessage,
-) -> (String, Result<RecordOutcome, RecordError>) {
-    let message_id = record.message_id.clone().unwrap_or_default();
+async fn pass_on(inv: &Invocation<'_>, record: &SqsMessage) -> Result<RecordOutcome, RecordError> {
     let body = record.body.clone().unwrap_or_default();
-    let result = match &inv.deps.queue {
+    match &inv.deps.queue {
         Some(queue) => queue
             .send(body, 0)
             .await
             .map(|()| RecordOutcome::default())
             .map_err(RecordError::Enqueue),
         None => Err(RecordError::NoQueue),
-    };
-    (message_id, result)
+    }
 }
 
 /// Handles one SQS batch before `deadline` (the invocation's Lambda
@@ -771,36 +817,14 @@ pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> 
     let inv = Invocation {
         deps,
         cutoff: deadline - margin,
-        forbidden: AtomicU64::new(0),
+        forbidden: AtomicBool::new(false),
     };
     let metrics = parking_lot::Mutex::new(FanoutMetrics::default());
-    // One fan-out task per invocation: the poller hands a whole batch of
-    // them to one invocation, whose pushes share one process's limit (and
-    // one small Lambda's CPU), so the others go back on the queue at once
-    // for the other invocations to take.
-    let mut kept_task = false;
-    let mut passed_on = Vec::new();
-    let mut mine = Vec::new();
-    for record in &event.records {
-        let body = record.body.as_deref().unwrap_or_default();
-        let is_task = matches!(FanoutTask::from_message(body), Some(Ok(_)));
-        if is_task && kept_task && deps.queue.is_some() {
-            passed_on.push(record);
-        } else {
-            kept_task |= is_task;
-            mine.push(record);
-        }
-    }
     // Built up front for the same reason as the pushes in `deliver_stream`.
-    let mut records: Vec<_> = mine
+    let records: Vec<_> = sort_batch(&event.records, deps.queue.is_some())
         .into_iter()
-        .map(|record| futures::future::Either::Left(record_task(&inv, record, &metrics)))
+        .map(|(record, work)| record_task(&inv, record, work, &metrics))
         .collect();
-    records.extend(
-        passed_on
-            .into_iter()
-            .map(|record| futures::future::Either::Right(pass_on(&inv, record))),
-    );
     let results: Vec<(String, Result<RecordOutcome, RecordError>)> = stream::iter(records)
         .buffer_unordered(deps.limits.record_concurrency.max(1))
         .collect()

@@ -305,9 +305,14 @@ impl DynamoDbStore {
         Ok(())
     }
 
-    /// Every item key under a connection's partition, page by page.
-    async fn partition_keys(&self, connection_id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
-        let mut keys = Vec::new();
+    /// Every item under a connection's partition (its connection item and
+    /// subscriptions), with `projection`, in one consistent Query per page.
+    async fn partition_items(
+        &self,
+        connection_id: &ConnectionId,
+        projection: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let out = self
@@ -316,52 +321,39 @@ impl DynamoDbStore {
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(connection_pk(connection_id)))
-                .projection_expression("pk, sk")
+                .projection_expression(projection)
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(sdk_error("Query"))?;
-            keys.extend(out.items.unwrap_or_default());
+            items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
-                return Ok(keys);
+                return Ok(items);
             }
         }
     }
 
-    /// Live subscriptions of a connection (sort keys without the prefix).
+    /// Live subscriptions of a connection, sorted by entity (the sort key
+    /// order).
     async fn live_subscriptions(
         &self,
         connection_id: &ConnectionId,
         now: i64,
     ) -> Result<Vec<EntityId>, StoreError> {
         let mut entities = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
-                .filter_expression("expiresAt > :now")
-                .expression_attribute_values(":pk", s(connection_pk(connection_id)))
-                .expression_attribute_values(":sub", s(SUBSCRIPTION_SK_PREFIX))
-                .expression_attribute_values(":now", n(now))
-                .projection_expression("entityId")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error("Query"))?;
-            for item in out.items.unwrap_or_default() {
+        for item in self
+            .partition_items(connection_id, "sk, entityId, expiresAt")
+            .await?
+        {
+            if get_s(&item, "sk")?.starts_with(SUBSCRIPTION_SK_PREFIX)
+                && is_live(get_n(&item, "expiresAt")?, now)
+            {
                 entities.push(EntityId::new(get_s(&item, "entityId")?).map_err(malformed)?);
             }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                return Ok(entities);
-            }
         }
+        Ok(entities)
     }
 
     /// One page of live connection ids from `index` where `hash` = `value`.
@@ -449,36 +441,20 @@ impl DynamoDbStore {
         entity_id: &EntityId,
         now: i64,
     ) -> Result<(Option<i64>, usize), StoreError> {
-        let mut start: Option<Item> = None;
         let (mut connection, mut version, mut others) = (false, None, 0);
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(connection_pk(connection_id)))
-                .projection_expression("sk, entityId, expiresAt, subVersion")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error("Query"))?;
-            for item in out.items.unwrap_or_default() {
-                let live = is_live(get_n(&item, "expiresAt")?, now);
-                if get_s(&item, "sk")? == CONNECTION_SK {
-                    connection = live;
-                    version = item
-                        .get("subVersion")
-                        .map(|_| get_n(&item, "subVersion"))
-                        .transpose()?;
-                } else if live && opt_s(&item, "entityId").as_deref() != Some(entity_id.as_str()) {
-                    others += 1;
-                }
-            }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                break;
+        let items = self
+            .partition_items(connection_id, "sk, entityId, expiresAt, subVersion")
+            .await?;
+        for item in items {
+            let live = is_live(get_n(&item, "expiresAt")?, now);
+            if get_s(&item, "sk")? == CONNECTION_SK {
+                connection = live;
+                version = item
+                    .get("subVersion")
+                    .map(|_| get_n(&item, "subVersion"))
+                    .transpose()?;
+            } else if live && opt_s(&item, "entityId").as_deref() != Some(entity_id.as_str()) {
+                others += 1;
             }
         }
         if !connection {
@@ -962,7 +938,7 @@ impl ConnectionStore for DynamoDbStore {
             .await
             .map_err(sdk_error("DeleteItem"))?;
         let connection = usize::from(out.attributes.is_some_and(|a| !a.is_empty()));
-        let keys = self.partition_keys(connection_id).await?;
+        let keys = self.partition_items(connection_id, "pk, sk").await?;
         let count = keys.len();
         self.batch_delete(keys).await?;
         Ok(connection + count)
