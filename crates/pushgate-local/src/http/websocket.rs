@@ -299,9 +299,10 @@ impl Route {
         };
         match result {
             Ok(response) => {
-                if let Some(text) = body_text(&response).filter(|t| !t.is_empty()) {
-                    self.send(Outbound::Text(text));
-                }
+                // Every route here has a route response (template.yaml), so
+                // API Gateway sends the function's body as a message, and an
+                // empty message when there is none (a replaying subscribe).
+                self.send(Outbound::Text(body_text(&response).unwrap_or_default()));
             }
             Err(e) => self.send(Outbound::Text(
                 e.client_frame(&self.conn.connection_id, &request_id),
