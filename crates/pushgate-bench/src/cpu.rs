@@ -12,28 +12,23 @@
 //! start-up.
 //!
 //! The Rust pushers run on a current_thread runtime, as the notifier's
-//! Lambda does with one vCPU or less:
+//! Lambda does:
 //!
-//! - `sdk`: `pushgate_push::ManagementApiPusher`, what the notifier uses
-//!   today (aws-sdk-apigatewaymanagement: orchestrator, interceptors,
-//!   retries off, SigV4, hyper).
-//! - `signed`: [`SignedHyperPusher`], a prototype: the same request signed
-//!   with `aws-sigv4` and sent with a plain hyper client, no SDK.
-//! - `unsigned`: the same without the signature, to show what signing costs.
+//! - `http`: `pushgate_push::SignedHttpPusher`, the notifier's default: the
+//!   request signed with `aws-sigv4` and sent on a plain hyper client.
+//! - `sdk`: `pushgate_push::ManagementApiPusher` (`PUSH_CLIENT=sdk`):
+//!   aws-sdk-apigatewaymanagement (orchestrator, interceptors, retries off,
+//!   SigV4, hyper).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use axum::body::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use pushgate_push::{PushError, Pusher};
+use pushgate_push::{Pusher, SignedHttpPusher};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::BoxError;
@@ -61,15 +56,14 @@ pub struct Args {
     pub no_node: bool,
 }
 
-/// The Rust pushers `cpu-push` can run.
+/// The Rust pushers `cpu-push` can run: the notifier's two `PUSH_CLIENT`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Impl {
-    /// `pushgate_push::ManagementApiPusher` (aws-sdk-apigatewaymanagement).
+    /// `pushgate_push::ManagementApiPusher` (aws-sdk-apigatewaymanagement,
+    /// `PUSH_CLIENT=sdk`).
     Sdk,
-    /// [`SignedHyperPusher`]: aws-sigv4 + hyper, no SDK.
-    Signed,
-    /// [`SignedHyperPusher`] without the signature.
-    Unsigned,
+    /// `pushgate_push::SignedHttpPusher` (aws-sigv4 + hyper, the default).
+    Http,
 }
 
 /// `cpu-push` flags (a child of `cpu`).
@@ -148,124 +142,14 @@ impl Measured {
     }
 }
 
-/// [`Pusher`] on a plain hyper client, each request signed with `aws-sigv4`
-/// for `execute-api`, as the SDK signs it: the prototype of a leaner
-/// notifier adapter. It builds one request per push and nothing else: no
-/// orchestrator, no interceptors, no retry or timeout layers (the notifier
-/// has its own retries; a production version would add a per-request
-/// timeout with `tokio::time::timeout`).
-pub struct SignedHyperPusher {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port/stage/@connections/`.
-    base: String,
-    /// `None`: unsigned (the measurement of what signing costs).
-    identity: Option<aws_smithy_runtime_api::client::identity::Identity>,
-    region: String,
-}
-
-impl SignedHyperPusher {
-    /// A pusher for the stage at `endpoint` (`http://host:port/stage`).
-    pub fn new(endpoint: &str, credentials: Option<aws_credential_types::Credentials>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            base: format!("{}/@connections/", endpoint.trim_end_matches('/')),
-            identity: credentials.map(Into::into),
-            region: "us-east-1".into(),
-        }
-    }
-
-    fn request(
-        &self,
-        connection_id: &str,
-        payload: &[u8],
-    ) -> Result<hyper::Request<Full<Bytes>>, BoxError> {
-        let uri = format!("{}{}", self.base, encode_path_segment(connection_id));
-        let mut request = hyper::Request::post(&uri)
-            .header("content-type", "application/octet-stream")
-            .body(Full::new(Bytes::copy_from_slice(payload)))?;
-        if let Some(identity) = &self.identity {
-            use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-            let params = aws_sigv4::sign::v4::SigningParams::builder()
-                .identity(identity)
-                .region(&self.region)
-                .name("execute-api")
-                .time(SystemTime::now())
-                .settings(SigningSettings::default())
-                .build()?
-                .into();
-            let host = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .unwrap_or_default();
-            let headers = [
-                ("host", host.as_str()),
-                ("content-type", "application/octet-stream"),
-            ];
-            let signable = SignableRequest::new(
-                "POST",
-                &uri,
-                headers.into_iter(),
-                SignableBody::Bytes(payload),
-            )?;
-            let (instructions, _signature) = sign(signable, &params)?.into_parts();
-            instructions.apply_to_request_http1x(&mut request);
-        }
-        Ok(request)
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters:
-/// connection ids end in `=`.
-fn encode_path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len() + 6);
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[async_trait]
-impl Pusher for SignedHyperPusher {
-    async fn post(&self, connection_id: &str, payload: &[u8]) -> Result<(), PushError> {
-        let failed = |source: BoxError| PushError::Failed {
-            status: None,
-            source,
-        };
-        let request = self.request(connection_id, payload).map_err(failed)?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| failed(Box::new(e)))?;
-        let status = response.status().as_u16();
-        // Read the body to the end so the connection goes back to the pool.
-        let _ = response.into_body().collect().await;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(PushError::from_status(
-                status,
-                format!("status {status}").into(),
-            ))
-        }
-    }
-}
-
 /// Dummy credentials: the stub does not check signatures, but the signing
 /// work is the same.
 fn credentials() -> aws_credential_types::Credentials {
     aws_credential_types::Credentials::new("AKIDBENCH", "bench-secret", None, None, "bench")
 }
 
-async fn pusher(args: &PushArgs) -> Arc<dyn Pusher> {
-    match args.pusher {
+async fn pusher(args: &PushArgs) -> Result<Arc<dyn Pusher>, BoxError> {
+    Ok(match args.pusher {
         Impl::Sdk => {
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new("us-east-1"))
@@ -277,9 +161,12 @@ async fn pusher(args: &PushArgs) -> Arc<dyn Pusher> {
                 &args.endpoint,
             ))
         }
-        Impl::Signed => Arc::new(SignedHyperPusher::new(&args.endpoint, Some(credentials()))),
-        Impl::Unsigned => Arc::new(SignedHyperPusher::new(&args.endpoint, None)),
-    }
+        Impl::Http => Arc::new(SignedHttpPusher::with_credentials(
+            &args.endpoint,
+            "us-east-1",
+            SharedCredentialsProvider::new(credentials()),
+        )?),
+    })
 }
 
 /// `count` pushes, `concurrency` at a time, as the notifier streams them;
@@ -302,7 +189,7 @@ async fn push_all(
 /// The `cpu-push` child: warm up, then time `pushes` and print one JSON
 /// line. Runs on a current_thread runtime (see `main`).
 pub async fn push_main(args: PushArgs) -> Result<(), BoxError> {
-    let pusher = pusher(&args).await;
+    let pusher = pusher(&args).await?;
     // API Gateway connection ids: 16 characters ending in '='.
     let ids: Vec<String> = (0..10_000).map(|i| format!("Bench{i:010}A=")).collect();
     let payload = vec![b'x'; args.payload_bytes];
@@ -396,13 +283,12 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let mut pushers: Vec<(String, String, Vec<String>)> = [
         (
             Impl::Sdk,
-            "pushgate ManagementApiPusher (aws-sdk-apigatewaymanagement)",
+            "pushgate ManagementApiPusher (aws-sdk-apigatewaymanagement), PUSH_CLIENT=sdk",
         ),
         (
-            Impl::Signed,
-            "prototype: aws-sigv4 + hyper (SignedHyperPusher)",
+            Impl::Http,
+            "pushgate SignedHttpPusher (aws-sigv4 + hyper), the default",
         ),
-        (Impl::Unsigned, "prototype, unsigned (what signing costs)"),
     ]
     .into_iter()
     .map(|(which, label)| {
@@ -514,45 +400,6 @@ mod tests {
         let stat = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 10";
         assert_eq!(cpu_us_from_stat(stat), Some(3_000_000.0));
         assert!(self_cpu_us().is_ok_and(|us| us >= 0.0));
-    }
-
-    #[test]
-    fn connection_ids_are_percent_encoded() {
-        assert_eq!(encode_path_segment("abcDEF12-_.~"), "abcDEF12-_.~");
-        assert_eq!(
-            encode_path_segment("L0SM9cOFvHcCIhw="),
-            "L0SM9cOFvHcCIhw%3D"
-        );
-    }
-
-    #[test]
-    fn signed_requests_carry_a_sigv4_authorization() {
-        let pusher = SignedHyperPusher::new("http://127.0.0.1:1/local", Some(credentials()));
-        let request = pusher.request("abc=", b"hello").expect("a request");
-        assert_eq!(
-            request.uri().to_string(),
-            "http://127.0.0.1:1/local/@connections/abc%3D"
-        );
-        let auth = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        assert!(
-            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDBENCH/"),
-            "{auth}"
-        );
-        assert!(
-            auth.contains("/us-east-1/execute-api/aws4_request"),
-            "{auth}"
-        );
-        assert!(request.headers().contains_key("x-amz-date"));
-        let unsigned = SignedHyperPusher::new("http://127.0.0.1:1/local", None);
-        assert!(!unsigned
-            .request("abc=", b"hello")
-            .expect("a request")
-            .headers()
-            .contains_key("authorization"));
     }
 
     #[test]

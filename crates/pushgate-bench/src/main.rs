@@ -17,8 +17,8 @@
 //!   the real `DynamoDbStore` against a moto server this command starts,
 //!   printed beside the minimum the design allows.
 //! - `startup` ([`startup`]): start-up, size and memory per Lambda binary.
-//! - `cpu` ([`cpu`]): CPU per push of the notifier's pusher, a leaner
-//!   prototype, and the AWS SDK for JavaScript v3, each in its own process.
+//! - `cpu` ([`cpu`]): CPU per push of the notifier's two PostToConnection
+//!   clients and of the AWS SDK for JavaScript v3, each in its own process.
 //! - `cost` ([`cost`]): a month of pushgate in AWS list prices, beside
 //!   AppSync Events, IoT Core, Momento Topics and Ably.
 //!
@@ -407,7 +407,7 @@ enum Command {
     /// Monthly cost of a workload: pushgate line by line, beside AppSync
     /// Events, IoT Core, Momento Topics and Ably.
     Cost(cost::Args),
-    /// CPU per push: pushgate's pusher, a signed-hyper prototype and the
+    /// CPU per push: the notifier's two PostToConnection clients and the
     /// AWS SDK for JavaScript v3, each in its own process.
     Cpu(cpu::Args),
     /// One pusher of `cpu`, in its own process; started by `cpu`.

@@ -23,7 +23,7 @@ pub mod protocol;
 pub mod record;
 pub mod task;
 
-pub use config::{AuthMode, Config, ConfigError, Secret};
+pub use config::{AuthMode, Config, ConfigError, PushClient, Secret};
 pub use event::{EventError, NotificationEvent};
 pub use ids::{ConnectionId, EntityId, IdError, UserId};
 pub use protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pushgate_domain::auth::{KeyError, KeyRing, SigningKey, TokenVerifier};
-use pushgate_domain::{AuthMode, Config, ConfigError};
-use pushgate_push::ManagementApiPusher;
+use pushgate_domain::{AuthMode, Config, ConfigError, PushClient};
+use pushgate_push::{ManagementApiPusher, Pusher, PusherSetupError, SignedHttpPusher};
 use pushgate_store::DynamoDbStore;
 
 use crate::{Deps, NotifierDeps};
@@ -22,6 +22,9 @@ pub enum StartError {
     /// The signing keys could not be read, or are too weak.
     #[error("token signing key: {0}")]
     SigningKey(#[from] KeyLoadError),
+    /// The PostToConnection client could not be built.
+    #[error("PostToConnection client: {0}")]
+    Pusher(#[from] PusherSetupError),
     /// `AUTH_MODE=token` without a signing key.
     #[error("AUTH_MODE=token needs JWT_SECRET or JWT_SECRET_PARAMETER")]
     NoSigningKey,
@@ -263,8 +266,38 @@ pub async fn token_verifier(
     Ok(Some(verifier))
 }
 
+/// The AWS SDK configuration of a Lambda function: the default provider
+/// chain (in Lambda, the environment's region and credentials) and an
+/// HTTPS client on rustls + ring.
+///
+/// The SDK's default client is the same hyper client on rustls + aws-lc;
+/// ring is the crypto jsonwebtoken links already, so choosing it here keeps
+/// one TLS library in each bootstrap: 0.6–0.9 MB less per function
+/// (BENCHMARKS.md, "Function sizes"). The workspace builds the SDK crates
+/// without their default client, so every SDK client a function makes must
+/// come from this config. Unlike the default client it reads no proxy
+/// settings from the environment: Lambda functions reach AWS directly.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+
+    let http_client = Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.build()
+    });
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client)
+        .load()
+        .await
+}
+
 async fn deps_with(config: Config) -> (Deps, aws_config::SdkConfig) {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = sdk_config().await;
     let table = config.table_name.clone();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     (Deps::new(Arc::new(store), config), sdk)
@@ -298,13 +331,27 @@ pub async fn notifier_deps() -> Result<NotifierDeps, StartError> {
         .ok_or(ConfigError::Missing("MANAGEMENT_API_ENDPOINT"))?;
     let (deps, sdk) = deps_with(config).await;
     let queue_url = deps.config.queue_url.clone();
-    let mut notifier = NotifierDeps::new(deps, Arc::new(ManagementApiPusher::new(&sdk, &endpoint)));
+    let pusher = pusher(&sdk, &endpoint, deps.config.push_client)?;
+    let mut notifier = NotifierDeps::new(deps, pusher);
     // With its queue, the notifier splits large fan-outs across invocations.
     notifier.queue = queue_url.map(|url| {
         Arc::new(pushgate_push::SqsQueue::new(&sdk, url)) as Arc<dyn pushgate_push::EventQueue>
     });
     notifier.emit_metrics = true;
     Ok(notifier)
+}
+
+/// The PostToConnection client `PUSH_CLIENT` names, for the stage at
+/// `endpoint`.
+pub fn pusher(
+    sdk: &aws_config::SdkConfig,
+    endpoint: &str,
+    client: PushClient,
+) -> Result<Arc<dyn Pusher>, PusherSetupError> {
+    Ok(match client {
+        PushClient::SignedHttp => Arc::new(SignedHttpPusher::new(sdk, endpoint)?),
+        PushClient::Sdk => Arc::new(ManagementApiPusher::new(sdk, endpoint)),
+    })
 }
 
 /// The invocation's deadline (`Lambda-Runtime-Deadline-Ms`, epoch

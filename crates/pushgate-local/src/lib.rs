@@ -49,7 +49,6 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use pushgate_domain::auth::TokenVerifier;
 use pushgate_functions::{Deps, NotifierDeps};
-use pushgate_push::ManagementApiPusher;
 use pushgate_store::{ConnectionStore, DynamoDbStore, MemoryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -73,6 +72,9 @@ pub enum ServeError {
     /// The DynamoDB table could not be created or checked.
     #[error("the DynamoDB table could not be prepared")]
     Store(#[from] StoreError),
+    /// The notifier's PostToConnection client could not be built.
+    #[error("the PostToConnection client could not be built")]
+    Pusher(#[from] pushgate_push::PusherSetupError),
     /// The HTTP server failed.
     #[error("the HTTP server failed")]
     Http(#[source] std::io::Error),
@@ -135,10 +137,8 @@ pub async fn build_state(settings: Settings, base_url: String) -> Result<AppStat
         .load()
         .await;
     let endpoint = format!("{base_url}/{}", settings.stage);
-    let notifier = NotifierDeps::new(
-        deps.clone(),
-        Arc::new(ManagementApiPusher::new(&sdk, &endpoint)),
-    );
+    let pusher = pushgate_functions::runtime::pusher(&sdk, &endpoint, deps.config.push_client)?;
+    let notifier = NotifierDeps::new(deps.clone(), pusher);
     Ok(AppState::new(state::Parts {
         settings,
         base_url,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pushgate_domain::auth::{Grant, Role};
-use pushgate_domain::{AuthMode, Secret};
+use pushgate_domain::{AuthMode, PushClient, Secret};
 use pushgate_local::faults::Faults;
 use pushgate_local::settings::{FunctionTimeouts, PostThrottle, DEFAULT_OUTBOUND_BUFFER_BYTES};
 use pushgate_local::token::{mint_local, parse_ttl, TokenRequest, LOCAL_JWT_SECRET};
@@ -19,6 +19,15 @@ enum Auth {
     Anonymous,
     /// A valid token is required at $connect.
     Token,
+}
+
+/// `--push-client`: the names `PUSH_CLIENT` takes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PushClientArg {
+    /// One SigV4-signed request per push on a plain HTTP client.
+    Http,
+    /// aws-sdk-apigatewaymanagement.
+    Sdk,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -204,6 +213,10 @@ struct ServeArgs {
     /// PostToConnection calls in flight per event (PUSH_CONCURRENCY).
     #[arg(long, env = "PUSH_CONCURRENCY")]
     push_concurrency: Option<usize>,
+    /// The notifier's PostToConnection client (PUSH_CLIENT): `http`, one
+    /// SigV4-signed request per push, or `sdk`, aws-sdk-apigatewaymanagement.
+    #[arg(long, env = "PUSH_CLIENT", value_enum, default_value = "http")]
+    push_client: PushClientArg,
     /// Connection-id ranges a fan-out of more than a page is split into,
     /// each a task for another notifier invocation (FANOUT_RANGES).
     #[arg(long, env = "FANOUT_RANGES")]
@@ -315,6 +328,10 @@ impl ServeArgs {
         if let Some(n) = self.push_concurrency {
             settings.functions.push_concurrency = n;
         }
+        settings.functions.push_client = match self.push_client {
+            PushClientArg::Http => PushClient::SignedHttp,
+            PushClientArg::Sdk => PushClient::Sdk,
+        };
         if let Some(n) = self.max_subscriptions {
             settings.functions.max_subscriptions = n;
         }

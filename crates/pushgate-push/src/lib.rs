@@ -5,9 +5,12 @@
 //! - [`Pusher`]: the port (PostToConnection) the notifier talks to.
 //! - [`PushError`]: what API Gateway answers, sorted into what to do next
 //!   (drop the connection, retry, or give up on this one).
-//! - [`ManagementApiPusher`]: the adapter on `aws-sdk-apigatewaymanagement`,
-//!   pointed at `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`
-//!   or at the local emulator.
+//! - [`SignedHttpPusher`] ([`signed`]): the notifier's adapter, each push one
+//!   SigV4-signed request on a pooled hyper client, pointed at
+//!   `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}` or at the
+//!   local emulator.
+//! - [`ManagementApiPusher`]: the same through `aws-sdk-apigatewaymanagement`
+//!   (`PUSH_CLIENT=sdk`), four times the CPU per push.
 //! - [`queue`]: the [`EventQueue`] port to the notifier's SQS queue and its
 //!   adapter [`SqsQueue`].
 
@@ -22,7 +25,9 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
 
 pub mod queue;
+pub mod signed;
 pub use queue::{EventQueue, QueueError, SqsQueue};
+pub use signed::{PusherSetupError, SignedHttpPusher};
 
 /// Boxed source of a [`PushError::Failed`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

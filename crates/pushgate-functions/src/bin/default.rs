@@ -4,7 +4,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pushgate_functions::default_route;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     pushgate_functions::runtime::init_tracing();
     lambda_runtime::run(service_fn(

@@ -7,12 +7,12 @@ use pushgate_domain::ConfigError;
 use pushgate_functions::{publish, runtime};
 use pushgate_push::SqsQueue;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     pushgate_functions::runtime::init_tracing();
     let deps = runtime::deps().await?;
     let queue_url = std::env::var("QUEUE_URL").map_err(|_| ConfigError::Missing("QUEUE_URL"))?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = runtime::sdk_config().await;
     let queue = SqsQueue::new(&sdk, queue_url);
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
