@@ -56,7 +56,8 @@ pub struct Args {
     pub no_node: bool,
 }
 
-/// The Rust pushers `cpu-push` can run: the notifier's two `PUSH_CLIENT`s.
+/// What `cpu-push` runs: the notifier's two `PUSH_CLIENT`s alone, or the
+/// whole notifier handler with each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Impl {
     /// `pushgate_push::ManagementApiPusher` (aws-sdk-apigatewaymanagement,
@@ -64,6 +65,11 @@ pub enum Impl {
     Sdk,
     /// `pushgate_push::SignedHttpPusher` (aws-sigv4 + hyper, the default).
     Http,
+    /// `notifier::handle` on one event whose entity has `pushes`
+    /// subscribers (embedded store), pushing with `SignedHttpPusher`.
+    NotifierHttp,
+    /// The same with `ManagementApiPusher`.
+    NotifierSdk,
 }
 
 /// `cpu-push` flags (a child of `cpu`).
@@ -150,7 +156,7 @@ fn credentials() -> aws_credential_types::Credentials {
 
 async fn pusher(args: &PushArgs) -> Result<Arc<dyn Pusher>, BoxError> {
     Ok(match args.pusher {
-        Impl::Sdk => {
+        Impl::Sdk | Impl::NotifierSdk => {
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new("us-east-1"))
                 .credentials_provider(credentials())
@@ -161,7 +167,7 @@ async fn pusher(args: &PushArgs) -> Result<Arc<dyn Pusher>, BoxError> {
                 &args.endpoint,
             ))
         }
-        Impl::Http => Arc::new(SignedHttpPusher::with_credentials(
+        Impl::Http | Impl::NotifierHttp => Arc::new(SignedHttpPusher::with_credentials(
             &args.endpoint,
             "us-east-1",
             SharedCredentialsProvider::new(credentials()),
@@ -190,6 +196,9 @@ async fn push_all(
 /// line. Runs on a current_thread runtime (see `main`).
 pub async fn push_main(args: PushArgs) -> Result<(), BoxError> {
     let pusher = pusher(&args).await?;
+    if matches!(args.pusher, Impl::NotifierHttp | Impl::NotifierSdk) {
+        return notifier_main(&args, pusher).await;
+    }
     // API Gateway connection ids: 16 characters ending in '='.
     let ids: Vec<String> = (0..10_000).map(|i| format!("Bench{i:010}A=")).collect();
     let payload = vec![b'x'; args.payload_bytes];
@@ -209,6 +218,106 @@ pub async fn push_main(args: PushArgs) -> Result<(), BoxError> {
             "cpu_us": cpu_us,
             "wall_ms": wall_ms,
             "failures": failures,
+        })
+    );
+    Ok(())
+}
+
+/// `count` subscribers of `entity` in `deps`' store, as `$connect` and
+/// `subscribe` write them.
+async fn seed(deps: &pushgate_functions::Deps, entity: &str, count: usize) -> Result<(), BoxError> {
+    use pushgate_domain::ids::{ConnectionId, EntityId};
+    use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
+    let entity_id = EntityId::new(entity)?;
+    let now_ms = deps.clock.now_ms();
+    for i in 0..count {
+        let connection_id = ConnectionId::new(format!("{entity}{i:010}A="))?;
+        deps.store
+            .put_connection(&ConnectionRecord {
+                connection_id: connection_id.clone(),
+                user_id: None,
+                source_ip: None,
+                user_agent: None,
+                connected_at_ms: now_ms,
+                expires_at: deps.expires_at(),
+                scope: None,
+            })
+            .await?;
+        deps.store
+            .subscribe(
+                &SubscriptionRecord {
+                    connection_id,
+                    entity_id: entity_id.clone(),
+                    subscribed_at_ms: now_ms,
+                    expires_at: deps.expires_at(),
+                },
+                deps.clock.now_secs(),
+                usize::MAX,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// One SQS record carrying an EventBridge `Entity Updated` event.
+// aws_lambda_events' structs are #[non_exhaustive]: no struct literal
+// outside their crate, so fields are set after `default()`.
+#[allow(clippy::field_reassign_with_default)]
+fn sqs_event(id: &str, entity: &str) -> aws_lambda_events::sqs::SqsEvent {
+    let body = serde_json::json!({
+        "version": "0", "id": id, "detail-type": "Entity Updated", "source": "pushgate",
+        "account": "123456789012", "time": "2026-11-29T10:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": {"entityId": entity, "message": {"text": "x".repeat(150)}},
+    });
+    let mut record = aws_lambda_events::sqs::SqsMessage::default();
+    record.message_id = Some(format!("m-{id}"));
+    record.body = Some(body.to_string());
+    record
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    record.attributes.insert(
+        "SentTimestamp".into(),
+        pushgate_functions::Clock::system().now_ms().to_string(),
+    );
+    let mut event = aws_lambda_events::sqs::SqsEvent::default();
+    event.records = vec![record];
+    event
+}
+
+/// The whole notifier: `notifier::handle` on one event whose entity has
+/// `pushes` subscribers in the embedded store (one invocation, no fan-out
+/// split), after a warm-up event to `warmup` others. What it adds to the
+/// pusher alone: reading subscribers page by page, the frame per stream,
+/// the adaptive limit, progress, the per-push budget.
+async fn notifier_main(args: &PushArgs, pusher: Arc<dyn Pusher>) -> Result<(), BoxError> {
+    let mut config = pushgate_domain::Config::new("bench");
+    config.push_concurrency = args.concurrency;
+    config.fanout_ranges = 1;
+    let deps = pushgate_functions::Deps::new(Arc::new(pushgate_store::MemoryStore::new()), config);
+    seed(&deps, "warm", args.warmup).await?;
+    seed(&deps, "bench", args.pushes).await?;
+    let notifier = pushgate_functions::NotifierDeps::new(deps, pusher);
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(900);
+    let warm =
+        pushgate_functions::notifier::handle(&notifier, sqs_event("warm", "warm"), deadline())
+            .await;
+    if !warm.batch_item_failures.is_empty() {
+        return Err("the warm-up event failed; is the stub running?".into());
+    }
+    let cpu0 = self_cpu_us()?;
+    let t0 = Instant::now();
+    let response =
+        pushgate_functions::notifier::handle(&notifier, sqs_event("bench", "bench"), deadline())
+            .await;
+    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let cpu_us = self_cpu_us()? - cpu0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "pushes": args.pushes,
+            "cpu_us": cpu_us,
+            "wall_ms": wall_ms,
+            "failures": if response.batch_item_failures.is_empty() { 0 } else { args.pushes },
         })
     );
     Ok(())
@@ -289,10 +398,20 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             Impl::Http,
             "pushgate SignedHttpPusher (aws-sigv4 + hyper), the default",
         ),
+        (
+            Impl::NotifierHttp,
+            "whole notifier handler (embedded store), SignedHttpPusher",
+        ),
+        (
+            Impl::NotifierSdk,
+            "whole notifier handler (embedded store), ManagementApiPusher",
+        ),
     ]
     .into_iter()
     .map(|(which, label)| {
-        let name = format!("{which:?}").to_lowercase();
+        let name = clap::ValueEnum::to_possible_value(&which)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
         (
             label.to_owned(),
             exe.clone(),
