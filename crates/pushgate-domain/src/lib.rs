@@ -11,6 +11,8 @@
 //! - [`limits`]: API Gateway's limits that pushgate enforces.
 //! - [`config`]: the configuration every function reads once at start.
 //! - [`task`]: fan-out tasks the notifier hands to itself through its queue.
+//! - [`retry`]: the one retry policy (capped exponential backoff, full
+//!   jitter).
 //!
 //! The contract these types follow is `docs/design.md`.
 
@@ -21,6 +23,7 @@ pub mod ids;
 pub mod limits;
 pub mod protocol;
 pub mod record;
+pub mod retry;
 pub mod task;
 
 pub use config::{AuthMode, Config, ConfigError, PushClient, Secret};

@@ -9,7 +9,7 @@ use pushgate_domain::Config;
 use pushgate_push::Pusher;
 use pushgate_store::ConnectionStore;
 
-use crate::notifier::{DeliveryLimits, RetryPolicy};
+use crate::notifier::{DeliveryLimits, RetryPolicy, PUSH_RETRY};
 
 /// The time source. Tests fix it; everything else reads the system clock.
 #[derive(Clone, Debug, Default)]
@@ -119,7 +119,7 @@ impl NotifierDeps {
             pusher,
             queue: None,
             limit,
-            retry: RetryPolicy::default(),
+            retry: PUSH_RETRY,
             limits: DeliveryLimits::default(),
             emit_metrics: false,
         }

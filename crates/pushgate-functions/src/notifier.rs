@@ -44,42 +44,15 @@ use crate::NotifierDeps;
 /// Subscribers read from the index per page.
 pub const PAGE_SIZE: usize = 1000;
 
-/// How pushes answered 429 or 5xx are retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per push, the first included.
-    pub max_attempts: u32,
-    /// Backoff before the second attempt; doubles each time.
-    pub base: Duration,
-    /// Longest single backoff.
-    pub cap: Duration,
-}
+pub use pushgate_domain::retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    /// Six attempts: at most 50+100+200+400+800 ms of backoff (1.55 s, about
-    /// half that with jitter) per push, inside the push budget. With four,
-    /// a burst that fails 30 % of pushes fails a pass over 200 subscribers
-    /// about 3 times in 4 (1 − (1 − 0.3⁴)²⁰⁰); with six, about 1 in 7.
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full-jitter backoff before attempt `attempt` (1-based, > 1).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << (attempt.saturating_sub(2)).min(16));
-        let ceiling = exp.min(self.cap);
-        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
-    }
-}
+/// How pushes answered 429 or 5xx are retried: six attempts, at most
+/// 50+100+200+400+800 ms of backoff (1.55 s, about half that with jitter)
+/// per push, inside the push budget. With four, a burst that fails 30 % of
+/// pushes fails a pass over 200 subscribers about 3 times in 4
+/// (1 − (1 − 0.3⁴)²⁰⁰); with six, about 1 in 7.
+pub const PUSH_RETRY: RetryPolicy =
+    RetryPolicy::new(6, Duration::from_millis(50), Duration::from_secs(1));
 
 /// How an invocation spends its time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -869,19 +842,6 @@ pub async fn handle(deps: &NotifierDeps, event: SqsEvent, deadline: Instant) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(40),
-        };
-        for attempt in 2..10 {
-            assert!(policy.backoff(attempt) <= Duration::from_millis(40));
-        }
-        assert!(policy.backoff(2) <= Duration::from_millis(10));
-    }
 
     #[test]
     fn epochs_are_short_and_differ() {

@@ -23,15 +23,13 @@ use pushgate_domain::record::{
     connection_pk, event_sk, history_sk, is_live, subscription_sk, CONNECTION_SK,
     HISTORY_SK_PREFIX, STREAM_HEAD_SK, SUBSCRIPTION_SK_PREFIX,
 };
+use pushgate_domain::retry::RetryPolicy;
 use pushgate_domain::{
     ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
 };
 
-use crate::{
-    append_backoff, Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage,
-    APPEND_ATTEMPTS,
-};
+use crate::{Appended, ConnectionStore, PayloadFn, StoreError, SubscriberPage, APPEND_RETRY};
 
 /// Name of the index from an entity to its subscribers.
 pub const BY_ENTITY_INDEX: &str = "byEntity";
@@ -42,8 +40,12 @@ const BATCH_SIZE: usize = 25;
 /// Reads-and-writes of a subscription before giving up on a connection
 /// whose subscriptions keep changing underneath.
 const SUBSCRIBE_ATTEMPTS: u32 = 8;
-/// BatchWriteItem attempts before unprocessed items are an error.
-const BATCH_ATTEMPTS: u32 = 8;
+/// How BatchWriteItem and BatchGetItem calls that leave items unprocessed
+/// (DynamoDB's answer to throttling inside a batch) are retried before it
+/// is an error: 8 attempts, ceilings from 50 ms doubling to 1.6 s, as AWS
+/// advises for unprocessed items.
+const BATCH_RETRY: RetryPolicy =
+    RetryPolicy::new(8, Duration::from_millis(50), Duration::from_millis(1600));
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -403,16 +405,14 @@ impl DynamoDbStore {
                 .collect::<Result<_, _>>()?;
             let mut attempt = 0;
             while !pending.is_empty() {
-                if attempt == BATCH_ATTEMPTS {
+                attempt += 1;
+                if !BATCH_RETRY.allows(attempt) {
                     return Err(StoreError::Unprocessed {
                         remaining: pending.len(),
-                        attempts: attempt,
+                        attempts: BATCH_RETRY.max_attempts,
                     });
                 }
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
-                }
-                attempt += 1;
+                tokio::time::sleep(BATCH_RETRY.backoff(attempt)).await;
                 let out = self
                     .client
                     .batch_write_item()
@@ -550,11 +550,9 @@ impl DynamoDbStore {
         let mut request = Some(keys);
         let (mut head, mut event) = (None, None);
         // BatchGetItem may leave keys unprocessed under load; ask again.
-        for attempt in 0..BATCH_ATTEMPTS {
+        for attempt in 1..=BATCH_RETRY.max_attempts {
             let Some(keys) = request.take() else { break };
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
-            }
+            tokio::time::sleep(BATCH_RETRY.backoff(attempt)).await;
             let out = self
                 .client
                 .batch_get_item()
@@ -581,7 +579,7 @@ impl DynamoDbStore {
         if request.is_some() {
             return Err(StoreError::Unprocessed {
                 remaining: 1,
-                attempts: BATCH_ATTEMPTS,
+                attempts: BATCH_RETRY.max_attempts,
             });
         }
         Ok((head, event))
@@ -720,10 +718,8 @@ impl ConnectionStore for DynamoDbStore {
         payload: PayloadFn<'_>,
     ) -> Result<Appended, StoreError> {
         let pk = stream.pk();
-        for attempt in 1..=APPEND_ATTEMPTS {
-            if attempt > 1 {
-                tokio::time::sleep(append_backoff(attempt)).await;
-            }
+        for attempt in 1..=APPEND_RETRY.max_attempts {
+            tokio::time::sleep(APPEND_RETRY.backoff(attempt)).await;
             if let Some(appended) = self
                 .try_append(&pk, event_id, retention, now, new_epoch, payload)
                 .await?
@@ -733,7 +729,7 @@ impl ConnectionStore for DynamoDbStore {
         }
         Err(StoreError::Contended {
             stream: pk,
-            attempts: APPEND_ATTEMPTS,
+            attempts: APPEND_RETRY.max_attempts,
         })
     }
 

@@ -15,6 +15,7 @@
 //! only lazily.
 
 use async_trait::async_trait;
+use pushgate_domain::retry::RetryPolicy;
 use pushgate_domain::{
     ConnectionId, ConnectionRecord, DeliveryProgress, EntityId, HistoryEntry, IdRange, Retention,
     StreamHead, StreamKey, SubscriptionRecord, UserId,
@@ -25,14 +26,6 @@ mod memory;
 
 pub use dynamodb::{DynamoDbStore, BY_ENTITY_INDEX, BY_USER_INDEX};
 pub use memory::MemoryStore;
-
-/// The jittered wait before attempt `attempt` (1-based) of an append that
-/// lost to another: short, because the winner is already done.
-pub(crate) fn append_backoff(attempt: u32) -> std::time::Duration {
-    use rand::Rng;
-    let ceiling = 5u64 << attempt.min(6);
-    std::time::Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling))
-}
 
 /// Boxed error from the DynamoDB SDK, kept as the source of a [`StoreError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -104,10 +97,16 @@ pub struct Appended {
     pub progress: Option<DeliveryProgress>,
 }
 
-/// Attempts at appending to a stream before [`StoreError::Contended`]. Each
+/// How an append that lost the race for a stream's next number is retried
+/// before [`StoreError::Contended`]: 12 attempts, short waits (20 ms
+/// doubling to 320 ms ceilings), because the winner is already done. Each
 /// lost attempt means another event got its number, so this bounds the
 /// wait under a burst, not the throughput.
-pub const APPEND_ATTEMPTS: u32 = 12;
+pub const APPEND_RETRY: RetryPolicy = RetryPolicy::new(
+    12,
+    std::time::Duration::from_millis(20),
+    std::time::Duration::from_millis(320),
+);
 
 /// One page of an entity's subscribers or of a user's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
