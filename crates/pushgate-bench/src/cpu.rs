@@ -209,53 +209,23 @@ pub async fn push_main(args: PushArgs) -> Result<(), BoxError> {
     let cpu0 = self_cpu_us()?;
     let t0 = Instant::now();
     let failures = push_all(&*pusher, &ids, &payload, args.pushes, args.concurrency).await;
+    print_result(args.pushes, cpu0, t0, failures)
+}
+
+/// Prints a child's one JSON line: the CPU and wall time since `cpu0` and
+/// `t0`.
+fn print_result(pushes: usize, cpu0: f64, t0: Instant, failures: usize) -> Result<(), BoxError> {
     let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     let cpu_us = self_cpu_us()? - cpu0;
     println!(
         "{}",
         serde_json::json!({
-            "pushes": args.pushes,
+            "pushes": pushes,
             "cpu_us": cpu_us,
             "wall_ms": wall_ms,
             "failures": failures,
         })
     );
-    Ok(())
-}
-
-/// `count` subscribers of `entity` in `deps`' store, as `$connect` and
-/// `subscribe` write them.
-async fn seed(deps: &pushgate_functions::Deps, entity: &str, count: usize) -> Result<(), BoxError> {
-    use pushgate_domain::ids::{ConnectionId, EntityId};
-    use pushgate_domain::record::{ConnectionRecord, SubscriptionRecord};
-    let entity_id = EntityId::new(entity)?;
-    let now_ms = deps.clock.now_ms();
-    for i in 0..count {
-        let connection_id = ConnectionId::new(format!("{entity}{i:010}A="))?;
-        deps.store
-            .put_connection(&ConnectionRecord {
-                connection_id: connection_id.clone(),
-                user_id: None,
-                source_ip: None,
-                user_agent: None,
-                connected_at_ms: now_ms,
-                expires_at: deps.expires_at(),
-                scope: None,
-            })
-            .await?;
-        deps.store
-            .subscribe(
-                &SubscriptionRecord {
-                    connection_id,
-                    entity_id: entity_id.clone(),
-                    subscribed_at_ms: now_ms,
-                    expires_at: deps.expires_at(),
-                },
-                deps.clock.now_secs(),
-                usize::MAX,
-            )
-            .await?;
-    }
     Ok(())
 }
 
@@ -294,8 +264,14 @@ async fn notifier_main(args: &PushArgs, pusher: Arc<dyn Pusher>) -> Result<(), B
     config.push_concurrency = args.concurrency;
     config.fanout_ranges = 1;
     let deps = pushgate_functions::Deps::new(Arc::new(pushgate_store::MemoryStore::new()), config);
-    seed(&deps, "warm", args.warmup).await?;
-    seed(&deps, "bench", args.pushes).await?;
+    // Subscribers as `$connect` and `subscribe` write them: the emulator's
+    // virtual connections (only their records are used here).
+    let subscribers = pushgate_local::virtual_conns::VirtualConnections::default();
+    for (entity, count) in [("warm", args.warmup), ("bench", args.pushes)] {
+        subscribers
+            .add(&deps, &pushgate_domain::EntityId::new(entity)?, count)
+            .await?;
+    }
     let notifier = pushgate_functions::NotifierDeps::new(deps, pusher);
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(900);
     let warm =
@@ -309,18 +285,12 @@ async fn notifier_main(args: &PushArgs, pusher: Arc<dyn Pusher>) -> Result<(), B
     let response =
         pushgate_functions::notifier::handle(&notifier, sqs_event("bench", "bench"), deadline())
             .await;
-    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let cpu_us = self_cpu_us()? - cpu0;
-    println!(
-        "{}",
-        serde_json::json!({
-            "pushes": args.pushes,
-            "cpu_us": cpu_us,
-            "wall_ms": wall_ms,
-            "failures": if response.batch_item_failures.is_empty() { 0 } else { args.pushes },
-        })
-    );
-    Ok(())
+    let failures = if response.batch_item_failures.is_empty() {
+        0
+    } else {
+        args.pushes
+    };
+    print_result(args.pushes, cpu0, t0, failures)
 }
 
 /// The `cpu-stub` child: a minimal Management API on 127.0.0.1:0 that
