@@ -18,6 +18,7 @@ import {
   localToken,
   hasStreams,
   freePort,
+  deleteConnection,
   sleep,
 } from "./emulator.mjs";
 
@@ -175,7 +176,7 @@ test("the server deletes the connection mid-stream: reconnect with a fresh token
     await c.page.waitForFunction(() => window.__t.got.length >= 5);
     const [id] = await connectionsOf(c.emu.base, entityId);
     assert.ok(id, "the page's connection holds the subscription");
-    const del = await fetch(`${c.emu.base}/${c.emu.stage}/@connections/${encodeURIComponent(id)}`, { method: "DELETE" });
+    const del = await deleteConnection(c.emu.base, c.emu.stage, id);
     assert.ok(del.status === 204 || del.status === 200, `DELETE @connections: ${del.status}`);
     await publish(c.emu.base, entityId, 10, 10);
     const got = await c.waitGot(20);

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { deleteConnection } from "./emulator.mjs";
 
 const BASE = process.env.PUSHGATE_URL ?? "http://127.0.0.1:3001/";
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -364,7 +365,7 @@ test("the server drops this tab's connection: the page shows the reconnect and t
       .map((c) => c.connectionId);
     assert.ok(id, "the tab's connection");
     const stage = (await emulatorStatus()).stage ?? "local";
-    const del = await fetch(new URL(`/${stage}/@connections/${encodeURIComponent(id)}`, BASE), { method: "DELETE" });
+    const del = await deleteConnection(BASE, stage, id);
     assert.ok(del.ok, `DELETE @connections: ${del.status}`);
 
     // Reconnected with backoff, the subscription resumed with since.

@@ -1,6 +1,7 @@
 // Starts and stops pushgate-local emulators (and moto) for the client tests,
 // each with its own flags on a free port on 127.0.0.1; stops them by PID.
 import { spawn, spawnSync } from "node:child_process";
+import { createHash, createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
@@ -185,6 +186,48 @@ export async function hasStreams(emu) {
   if (!res || ![200, 400, 401, 403].includes(res.status)) return false;
   const body = await res.json().catch(() => null);
   return !!body && (Number.isInteger(body.seq) || typeof body.code === "string");
+}
+
+const sha256Hex = (data) => createHash("sha256").update(data).digest("hex");
+const hmac = (key, data) => createHmac("sha256", key).update(data).digest();
+const rfc3986 = (s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+
+/**
+ * A `@connections` call signed with SigV4 for `execute-api` in us-east-1
+ * with the emulator's own key (`local`/`local`), which it verifies, as API
+ * Gateway verifies every call to that API. The canonical path encodes each
+ * already-encoded segment again, as SigV4 does for every service but S3.
+ */
+export async function signedFetch(url, { method = "GET", body = "" } = {}) {
+  const u = new URL(url);
+  const amzDate = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
+  const day = amzDate.slice(0, 8);
+  const scope = `${day}/us-east-1/execute-api/aws4_request`;
+  const canonical = [
+    method,
+    u.pathname.split("/").map(rfc3986).join("/"),
+    u.searchParams.toString(),
+    `host:${u.host}\nx-amz-date:${amzDate}\n`,
+    "host;x-amz-date",
+    sha256Hex(body),
+  ].join("\n");
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256Hex(canonical)].join("\n");
+  let key = hmac("AWS4local", day);
+  for (const part of ["us-east-1", "execute-api", "aws4_request"]) key = hmac(key, part);
+  const signature = createHmac("sha256", key).update(toSign).digest("hex");
+  return fetch(u, {
+    method,
+    body: method === "GET" || method === "DELETE" ? undefined : body,
+    headers: {
+      "x-amz-date": amzDate,
+      authorization: `AWS4-HMAC-SHA256 Credential=local/${scope}, SignedHeaders=host;x-amz-date, Signature=${signature}`,
+    },
+  });
+}
+
+/** DELETE @connections/{id}: API Gateway closes the connection. */
+export function deleteConnection(base, stage, id) {
+  return signedFetch(new URL(`/${stage}/@connections/${encodeURIComponent(id)}`, base), { method: "DELETE" });
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

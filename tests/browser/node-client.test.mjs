@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "../../clients/js/src/index.js";
-import { startEmulator, putEvents, connectionsOf, localToken, hasStreams, sleep } from "./emulator.mjs";
+import { startEmulator, putEvents, connectionsOf, localToken, hasStreams, deleteConnection, sleep } from "./emulator.mjs";
 
 const unique = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
@@ -68,7 +68,8 @@ test("node: entity and user streams with a token, publish through the socket, re
 
     // The server closes the connection; more is published meanwhile.
     const [id] = await connectionsOf(emu.base, entityId);
-    await fetch(`${emu.base}/${emu.stage}/@connections/${encodeURIComponent(id)}`, { method: "DELETE" });
+    const del = await deleteConnection(emu.base, emu.stage, id);
+    assert.equal(del.status, 204, "DELETE @connections");
     for (let i = 2; i < 10; i++) await putEvents(emu.base, [{ entityId, message: { i } }]);
     await until(() => got.length >= 10, "ten notifications");
     await sleep(500);

@@ -12,7 +12,8 @@
 //!
 //! 1. [`apigw`] (API Gateway's ids, time formats, events, error frames and
 //!    invocations with their deadlines), [`faults`] (what to break),
-//!    [`token`] (tokens for local use).
+//!    [`token`] (tokens for local use), [`sigv4`] (the signature check of
+//!    `@connections` calls).
 //! 2. [`settings`]: what the emulator is told at start, and its checks.
 //! 3. [`throttle`] (a token bucket), [`sessions`] (API Gateway's connection table and each client's
 //!    bounded outbound buffer), [`sqs`] (the queue, its event source mapping
@@ -34,6 +35,7 @@ pub mod faults;
 pub mod http;
 pub mod sessions;
 pub mod settings;
+pub mod sigv4;
 pub mod sqs;
 pub mod state;
 pub mod store;
@@ -80,9 +82,16 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Dummy credentials for clients that talk only to local endpoints.
+/// The emulator's own credentials (for clients that talk only to local
+/// endpoints): its `@connections` API verifies signatures made with them.
 fn local_credentials() -> aws_sdk_dynamodb::config::Credentials {
-    aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "pushgate-local")
+    aws_sdk_dynamodb::config::Credentials::new(
+        sigv4::LOCAL_ACCESS_KEY,
+        sigv4::LOCAL_ACCESS_KEY,
+        None,
+        None,
+        "pushgate-local",
+    )
 }
 
 /// The store the settings name (before faults are layered on).

@@ -86,14 +86,22 @@ async fn delete_on_connections_closes_the_socket_and_runs_disconnect() {
     send(&mut ws, json!({"action": "subscribe", "entityId": "a"})).await;
     recv_json(&mut ws).await;
     let id = emulator.only_connection_id().await;
-    let url = format!("{}/local/@connections/{id}", emulator.base);
-    let deleted = emulator.http.delete(&url).send().await.unwrap();
+    let path = format!("/local/@connections/{id}");
+    let deleted = emulator
+        .management(reqwest::Method::DELETE, &path, Vec::new())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(close_code(&mut ws).await, 1000);
     emulator
         .wait_status("records removed", stored_is_empty)
         .await;
-    let gone = emulator.http.get(&url).send().await.unwrap();
+    let gone = emulator
+        .management(reqwest::Method::GET, &path, Vec::new())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 410);
     assert_eq!(gone.headers()["x-amzn-errortype"], "GoneException");
     emulator.shutdown().await;

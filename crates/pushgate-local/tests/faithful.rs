@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use pushgate_local::{FunctionTimeouts, QueueSettings, Settings};
 use serde_json::{json, Value};
 use support::*;
@@ -188,11 +188,58 @@ async fn a_single_frame_over_32_kb_closes_with_1009_but_a_fragmented_message_is_
     emulator.shutdown().await;
 }
 
+#[tokio::test]
+async fn connections_calls_must_be_signed_as_api_gateway_requires() {
+    let emulator = Emulator::start(Settings::default()).await;
+    let mut ws = emulator.connect().await;
+    let id = emulator.only_connection_id().await;
+    let url = format!("{}/local/@connections/{id}", emulator.base);
+    let kind = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-amzn-errortype")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    // Unsigned: refused before it reaches the connection.
+    let unsigned = emulator.http.post(&url).body("hi").send().await.unwrap();
+    assert_eq!(unsigned.status(), 403);
+    assert_eq!(kind(&unsigned), "MissingAuthenticationTokenException");
+    let unsigned = emulator.http.delete(&url).send().await.unwrap();
+    assert_eq!(unsigned.status(), 403);
+    // Signed with the emulator's key, then tampered with: the body differs.
+    let signed = emulator
+        .management(
+            reqwest::Method::POST,
+            &format!("/local/@connections/{id}"),
+            b"signed".to_vec(),
+        )
+        .build()
+        .unwrap();
+    let mut tampered = emulator.http.post(&url).body("tampered");
+    for (name, value) in signed.headers() {
+        tampered = tampered.header(name, value);
+    }
+    let tampered = tampered.send().await.unwrap();
+    assert_eq!(tampered.status(), 403);
+    assert_eq!(kind(&tampered), "InvalidSignatureException");
+    // Nothing of the refused calls reached the socket; the signed one does.
+    assert_eq!(post(&emulator, &id, b"ok".to_vec()).await.0, 200);
+    let frame = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_text().unwrap().as_str(), "ok");
+    emulator.shutdown().await;
+}
+
 async fn post(emulator: &Emulator, id: &str, body: Vec<u8>) -> (u16, String) {
     let response = emulator
-        .http
-        .post(format!("{}/local/@connections/{id}", emulator.base))
-        .body(body)
+        .management(
+            reqwest::Method::POST,
+            &format!("/local/@connections/{id}"),
+            body,
+        )
         .send()
         .await
         .unwrap();

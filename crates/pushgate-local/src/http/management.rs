@@ -1,13 +1,15 @@
 //! The API Gateway Management API (`@connections`), at
 //! `/@connections/{id}` and `/{stage}/@connections/{id}`: POST sends a frame,
-//! GET describes the connection, DELETE closes it. Errors come in the
-//! REST-JSON form the AWS SDKs parse (`x-amzn-ErrorType` and a `message`).
+//! GET describes the connection, DELETE closes it. Every call must be
+//! SigV4-signed, as in AWS ([`crate::sigv4`]). Errors come in the REST-JSON
+//! form the AWS SDKs parse (`x-amzn-ErrorType` and a `message`).
 
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -36,6 +38,49 @@ pub fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Refuses a call whose SigV4 signature API Gateway would refuse (403),
+/// before it reaches the route. Reads the body to check it, then hands the
+/// request on with the same bytes.
+pub async fn require_sigv4(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, DRAIN_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(_) => return too_large(),
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    if let Err(refusal) = crate::sigv4::verify(
+        parts.method.as_str(),
+        path_and_query,
+        &parts.headers,
+        &bytes,
+        &state.settings().region,
+        std::time::SystemTime::now(),
+    ) {
+        return aws_error(
+            StatusCode::FORBIDDEN,
+            refusal.error_type(),
+            &refusal.to_string(),
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn too_large() -> Response {
+    aws_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PayloadTooLargeException",
+        "the payload is too large",
+    )
+}
+
 fn gone() -> Response {
     aws_error(StatusCode::GONE, "GoneException", "the connection is gone")
 }
@@ -48,13 +93,7 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Response> {
     axum::body::to_bytes(body, DRAIN_LIMIT)
         .await
         .map(|b| b.to_vec())
-        .map_err(|_| {
-            aws_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLargeException",
-                "the payload is too large",
-            )
-        })
+        .map_err(|_| too_large())
 }
 
 fn stage_ok(state: &AppState, stage: Option<&str>) -> bool {

@@ -47,18 +47,28 @@ pub fn app(state: AppState) -> Router {
                 .delete(virtual_conns::clear),
         )
         .route("/_pushgate/virtual/{id}", get(virtual_conns::one))
+        .route("/{stage}", get(websocket::staged))
+        .merge(management_api(state.clone()))
+        .with_state(state)
+}
+
+/// The `@connections` routes, behind API Gateway's SigV4 check.
+fn management_api(state: AppState) -> Router<AppState> {
+    Router::new()
         .route(
             "/@connections/{id}",
             get(management::get_root)
                 .post(management::post_root)
                 .delete(management::delete_root),
         )
-        .route("/{stage}", get(websocket::staged))
         .route(
             "/{stage}/@connections/{id}",
             get(management::get_staged)
                 .post(management::post_staged)
                 .delete(management::delete_staged),
         )
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            management::require_sigv4,
+        ))
 }

@@ -175,12 +175,61 @@ pub fn stored_is_empty(status: &Value) -> bool {
 impl Emulator {
     /// Sends `body` as JSON with `method` to `path`; the status and the
     /// JSON answer.
+    /// A `@connections` request (`path` from the root, e.g.
+    /// `/local/@connections/{id}`), SigV4-signed with the emulator's own
+    /// key as API Gateway requires.
+    pub fn management(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let url = format!("{}{path}", self.base);
+        let host = self.base.trim_start_matches("http://").to_owned();
+        let identity = aws_credential_types::Credentials::new(
+            pushgate_local::sigv4::LOCAL_ACCESS_KEY,
+            pushgate_local::sigv4::LOCAL_ACCESS_KEY,
+            None,
+            None,
+            "test",
+        )
+        .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("execute-api")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let headers = [("host", host.as_str())];
+        let signable = SignableRequest::new(
+            method.as_str(),
+            &url,
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut request = self.http.request(method, &url).body(body);
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        request
+    }
+
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
+        let request = if path.contains("/@connections/") {
+            self.management(method, path, body.to_string().into_bytes())
+        } else {
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .body(body.to_string())
+        };
+        let response = request
             .header("content-type", "application/json")
-            .body(body.to_string())
             .send()
             .await
             .unwrap();
