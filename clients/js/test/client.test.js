@@ -597,3 +597,37 @@ test("a tab back in the foreground pings at once; a dead socket is found without
   client.close();
   assert.equal(doc.listeners.get("visibilitychange").size, 0);
 });
+
+test("a refusal naming its entity fails that subscription only, while others are in flight", async () => {
+  const server = new FakeServer();
+  let heldA = null;
+  server.replyToSubscribe = (ws, f) => {
+    // The server's refusals of subscribe name the entity. a's reply is held
+    // until b's refusal has gone out, so both are in flight when it comes.
+    if (f.entityId === "a" && !heldA) {
+      heldA = [ws, f];
+      return;
+    }
+    if (f.entityId === "b") {
+      ws.deliver({ type: "error", code: "forbidden", entityId: "b", message: "no grant" });
+      if (heldA) server._subscribe(...heldA);
+      return;
+    }
+    server._subscribe(ws, f);
+  };
+  const { clock, client, events } = setup({ server, options: { subscribeTimeoutMs: 1000 } });
+  const a = collect(client, "a");
+  const b = collect(client, "b");
+  await clock.advance(20);
+  const refusal = events.error.find((e) => e.code === "forbidden");
+  assert.equal(refusal?.entityId, "b", "the error event names the refused entity");
+  server.publish("a", { n: 1 });
+  server.publish("b", { n: 1 });
+  await clock.advance(3000);
+  assert.deepEqual(a.seqs(), [1], "the other subscription is live");
+  assert.deepEqual(b.seqs(), []);
+  const sent = server.sockets[0].sent.filter((f) => f.action === "subscribe");
+  assert.equal(sent.filter((f) => f.entityId === "b").length, 1, "a refused subscription is not sent again");
+  assert.equal(client.state, "open");
+  client.close();
+});

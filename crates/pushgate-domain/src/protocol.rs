@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::ids::{EntityId, IdError, UserId};
 use crate::limits::{MAX_FRAME_DEPTH, MAX_MESSAGE_BYTES};
+use crate::record::StreamKey;
 
 /// The actions a client may send, in the order error messages list them.
 pub const ACCEPTED_ACTIONS: &[&str] = &["subscribe", "unsubscribe", "publish", "ping"];
@@ -454,6 +455,13 @@ pub enum ServerFrame {
     Error {
         /// Stable code.
         code: ErrorCode,
+        /// The entity a refused `subscribe` or `unsubscribe` named, so a
+        /// client with several in flight knows which one failed.
+        #[serde(rename = "entityId", skip_serializing_if = "Option::is_none")]
+        entity_id: Option<EntityId>,
+        /// The user whose stream a refused `subscribe` named.
+        #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+        user_id: Option<UserId>,
         /// Explanation for people.
         message: String,
     },
@@ -464,6 +472,23 @@ impl ServerFrame {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
             code,
+            entity_id: None,
+            user_id: None,
+            message: message.into(),
+        }
+    }
+
+    /// An `error` frame refusing a `subscribe` or `unsubscribe` of
+    /// `stream`, which it names.
+    pub fn refusal(code: ErrorCode, message: impl Into<String>, stream: &StreamKey) -> Self {
+        let (entity_id, user_id) = match stream {
+            StreamKey::Entity(e) => (Some(e.clone()), None),
+            StreamKey::User(u) => (None, Some(u.clone())),
+        };
+        Self::Error {
+            code,
+            entity_id,
+            user_id,
             message: message.into(),
         }
     }
@@ -642,6 +667,24 @@ mod tests {
         assert_eq!(
             ServerFrame::error(ErrorCode::InvalidEntityId, "bad").to_json(),
             r#"{"type":"error","code":"invalid_entity_id","message":"bad"}"#
+        );
+        assert_eq!(
+            ServerFrame::refusal(
+                ErrorCode::Forbidden,
+                "no",
+                &StreamKey::Entity(EntityId::new("artist:x").unwrap())
+            )
+            .to_json(),
+            r#"{"type":"error","code":"forbidden","entityId":"artist:x","message":"no"}"#
+        );
+        assert_eq!(
+            ServerFrame::refusal(
+                ErrorCode::Forbidden,
+                "no",
+                &StreamKey::User(UserId::new("alice").unwrap())
+            )
+            .to_json(),
+            r#"{"type":"error","code":"forbidden","userId":"alice","message":"no"}"#
         );
         assert_eq!(
             ErrorCode::TooManySubscriptions.as_str(),

@@ -20,7 +20,7 @@ use pushgate_push::EventQueue;
 use pushgate_store::StoreError;
 use serde_json::json;
 
-use crate::subscribe::denied_reply;
+use crate::subscribe::denied_code;
 use crate::{connection_id, default_route, reply, Deps, FunctionError};
 
 /// The `detail-type` and `source` of the events `publish` enqueues: those
@@ -54,7 +54,13 @@ pub async fn handle(
         ));
     };
     if let Err(denied) = authorize(connection.scope.as_ref(), Action::Publish, &entity_id, now) {
-        return Ok(denied_reply(&denied));
+        // Not named by entity: a client matches a publish's refusal to the
+        // publish it awaits, and one naming the entity would read as the
+        // refusal of a subscribe to it in flight.
+        return Ok(reply::frame(
+            200,
+            &ServerFrame::error(denied_code(&denied), denied.to_string()),
+        ));
     }
     let context = &request.request_context;
     let event_id = match &client_id {

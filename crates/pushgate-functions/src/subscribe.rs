@@ -35,17 +35,25 @@ use crate::{connection_id, default_route, reply, FunctionError, NotifierDeps};
 /// several entities at once on load).
 pub const CONFLICT_ATTEMPTS: u32 = 6;
 
-/// The `error` reply for a scope check that failed.
-pub(crate) fn denied_reply(denied: &Denied) -> ApiGatewayProxyResponse {
-    let code = match denied {
+/// The error code of a scope check that failed.
+pub(crate) fn denied_code(denied: &Denied) -> ErrorCode {
+    match denied {
         Denied::Forbidden { .. } => ErrorCode::Forbidden,
         Denied::TokenExpired => ErrorCode::TokenExpired,
-    };
-    reply::frame(200, &ServerFrame::error(code, denied.to_string()))
+    }
 }
 
 fn error_reply(code: ErrorCode, message: impl Into<String>) -> ApiGatewayProxyResponse {
     reply::frame(200, &ServerFrame::error(code, message))
+}
+
+/// The `error` reply refusing a subscribe of `stream`, naming it.
+fn refusal(
+    code: ErrorCode,
+    message: impl Into<String>,
+    stream: &StreamKey,
+) -> ApiGatewayProxyResponse {
+    reply::frame(200, &ServerFrame::refusal(code, message, stream))
 }
 
 /// Stores the subscription, retrying `TransactionConflict` with the
@@ -101,39 +109,47 @@ pub async fn handle(
     let (stream, resume) =
         match frame {
             ClientFrame::Subscribe { entity_id, resume } => {
+                let stream = StreamKey::Entity(entity_id.clone());
                 if let Err(denied) = authorize(
                     connection.scope.as_ref(),
                     Action::Subscribe,
                     &entity_id,
                     now,
                 ) {
-                    return Ok(denied_reply(&denied));
+                    return Ok(refusal(denied_code(&denied), denied.to_string(), &stream));
                 }
                 match store_subscription(deps, &id, &entity_id).await {
                     Ok(()) => {}
                     Err(e @ StoreError::ConnectionGone(_)) => {
-                        return Ok(error_reply(ErrorCode::ConnectionGone, e.to_string()))
+                        return Ok(refusal(ErrorCode::ConnectionGone, e.to_string(), &stream))
                     }
                     Err(e @ StoreError::TooManySubscriptions { .. }) => {
-                        return Ok(error_reply(ErrorCode::TooManySubscriptions, e.to_string()))
+                        return Ok(refusal(
+                            ErrorCode::TooManySubscriptions,
+                            e.to_string(),
+                            &stream,
+                        ))
                     }
-                    Err(StoreError::TransactionConflict) => return Ok(error_reply(
+                    Err(StoreError::TransactionConflict) => return Ok(refusal(
                         ErrorCode::InternalError,
                         "the subscription met concurrent changes on this connection; send it again",
+                        &stream,
                     )),
                     Err(e) => return Err(e.into()),
                 }
                 tracing::info!(connection_id = %id, entity_id = %entity_id, "subscribed");
-                (StreamKey::Entity(entity_id), resume)
+                (stream, resume)
             }
             ClientFrame::SubscribeUser { user_id, resume } => {
+                let stream = StreamKey::User(user_id.clone());
                 if !owns_user_stream(&connection, &user_id, now) {
-                    return Ok(error_reply(
+                    return Ok(refusal(
                         ErrorCode::Forbidden,
                         "a connection may resume only its own user's stream",
+                        &stream,
                     ));
                 }
-                (StreamKey::User(user_id), resume)
+                (stream, resume)
             }
             _ => return Ok(default_route::wrong_route("subscribe")),
         };

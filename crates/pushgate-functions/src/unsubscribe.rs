@@ -2,7 +2,7 @@
 //! `error` with code `not_subscribed` when there was none.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use pushgate_domain::{ClientFrame, ErrorCode, ServerFrame};
+use pushgate_domain::{ClientFrame, ErrorCode, ServerFrame, StreamKey};
 
 use crate::{connection_id, default_route, reply, Deps, FunctionError};
 
@@ -24,7 +24,11 @@ pub async fn handle(
         let message = format!("this connection is not subscribed to {entity_id:?}");
         Ok(reply::frame(
             200,
-            &ServerFrame::error(ErrorCode::NotSubscribed, message),
+            &ServerFrame::refusal(
+                ErrorCode::NotSubscribed,
+                message,
+                &StreamKey::Entity(entity_id),
+            ),
         ))
     }
 }

@@ -269,6 +269,10 @@ async fn grants_limit_what_a_connection_may_subscribe_to() {
     )
     .await;
     assert_eq!(denied["code"], "forbidden");
+    assert_eq!(
+        denied["entityId"], "venue:1",
+        "the refusal names its entity"
+    );
     let publish_only_token = token("bob", NOW + 600, &[(Role::Publish, "venue:1")]);
     connect_with(&deps, "c2", &publish_only_token).await;
     let denied = send(
@@ -381,6 +385,10 @@ async fn publish_needs_a_publish_grant_and_reaches_subscribers() {
         .await
         .unwrap();
     assert_eq!(body(&denied)["code"], "forbidden");
+    assert!(
+        body(&denied).get("entityId").is_none(),
+        "a publish refusal does not name the entity (it would read as a subscribe's)"
+    );
     let other = json!({"action":"publish","entityId":"venue:2","data":1}).to_string();
     let denied = publish::handle(&deps, &queue, message("publish", "pub", &other))
         .await

@@ -167,6 +167,7 @@ async fn the_user_stream_resumes_for_its_own_user_only() {
         .await
         .unwrap();
     assert_eq!(body(&response)["code"], "forbidden");
+    assert_eq!(body(&response)["userId"], "mallory");
 }
 
 #[tokio::test]

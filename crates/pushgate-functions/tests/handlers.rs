@@ -124,6 +124,7 @@ async fn subscribe_and_unsubscribe_samples_reply_as_two_way_routes() {
         .unwrap();
     assert_eq!(response.status_code, 200);
     assert_eq!(body(&response)["code"], "not_subscribed");
+    assert_eq!(body(&response)["entityId"], "artist:ed-sheeran");
 }
 
 #[tokio::test]
@@ -206,6 +207,7 @@ async fn subscriptions_are_capped_per_connection() {
     .await
     .unwrap();
     assert_eq!(body(&response)["code"], "too_many_subscriptions");
+    assert_eq!(body(&response)["entityId"], "c");
     assert_eq!(store.all_subscriptions().len(), 2);
 }
 
