@@ -5,10 +5,7 @@
 //   PUSHGATE_EMULATOR=target/debug/pushgate-local node --test client.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import {
   CLIENT_JS,
   startEmulator,
@@ -22,28 +19,14 @@ import {
   sleep,
 } from "./emulator.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const WAIT = 30_000;
 
 let context;
-let profile;
+let browser;
 
 before(async () => {
-  profile = await mkdtemp(join(tmpdir(), "pushgate-chromium-client-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-    ],
-  });
+  browser = await launchChromium("client");
+  context = browser.context;
   context.setDefaultTimeout(WAIT);
   // /client.js from the emulator; from clients/js when an older emulator has no such route.
   await context.route("**/client.js", async (route) => {
@@ -54,8 +37,7 @@ before(async () => {
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) await rm(profile, { recursive: true, force: true });
+  await browser?.close();
 });
 
 const unique = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;

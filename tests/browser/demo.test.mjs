@@ -5,42 +5,30 @@
 //   PUSHGATE_URL=http://127.0.0.1:3001/ node --test demo.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { launchChromium } from "./chromium.mjs";
 import { deleteConnection } from "./emulator.mjs";
 
 const BASE = process.env.PUSHGATE_URL ?? "http://127.0.0.1:3001/";
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 // Generous: a loaded CI machine can be slow; nothing here measures time.
 const WAIT = 30_000;
 // The client module the demo page loads from /client.js.
 const CLIENT_JS = join(dirname(fileURLToPath(import.meta.url)), "../../clients/js/src/index.js");
 
 let context;
-let profile;
+let browser;
 
 before(async () => {
-  profile = await mkdtemp(join(tmpdir(), "pushgate-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-      // A page fulfilled by the test (PUSHGATE_DEMO_PAGE) has no address;
-      // Chrome's local network access checks would block its loopback socket.
-      ...(process.env.PUSHGATE_DEMO_PAGE ? ["--disable-features=LocalNetworkAccessChecks"] : []),
-    ],
-  });
+  browser = await launchChromium(
+    "demo",
+    // A page fulfilled by the test (PUSHGATE_DEMO_PAGE) has no address;
+    // Chrome's local network access checks would block its loopback socket.
+    process.env.PUSHGATE_DEMO_PAGE ? ["--disable-features=LocalNetworkAccessChecks"] : [],
+  );
+  context = browser.context;
   context.setDefaultTimeout(WAIT);
   // PUSHGATE_DEMO_PAGE=crates/pushgate-local/static/index.html tries a page
   // change without rebuilding the emulator (it include_str!s the page).
@@ -64,8 +52,7 @@ before(async () => {
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) await rm(profile, { recursive: true, force: true });
+  await browser?.close();
 });
 
 /** A unique suffix, so a test never sees another run's data. */

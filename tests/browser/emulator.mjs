@@ -122,11 +122,23 @@ export function motoBinary() {
   return which.status === 0 ? which.stdout.trim() : null;
 }
 
+/**
+ * moto answering one request at a time (tests/moto/serial_server.py, run by
+ * the Python next to the moto binary), as the Rust tests of concurrent
+ * conditional writes run it: moto's threaded server lets two transactions
+ * guarded by the same condition both succeed (two notifications with one
+ * seq), which real DynamoDB never allows. The emulator still runs several
+ * notifier invocations at once against it.
+ */
 export async function startMoto() {
   const bin = motoBinary();
   if (!bin) return null;
+  const venvPython = join(dirname(bin), "python");
+  const python = existsSync(venvPython) ? venvPython : "python3";
   const port = await freePort();
-  const child = spawn(bin, ["-H", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(python, [join(root, "tests/moto/serial_server.py"), "-H", "127.0.0.1", "-p", String(port)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const log = watch(child, "moto");
   const endpoint = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
