@@ -11,6 +11,8 @@
 //!   local emulator.
 //! - [`ManagementApiPusher`]: the same through `aws-sdk-apigatewaymanagement`
 //!   (`PUSH_CLIENT=sdk`), four times the CPU per push.
+//! - [`sigv4`]: SigV4 for `execute-api`, signing and checking, one function
+//!   each.
 //! - [`queue`]: the [`EventQueue`] port to the notifier's SQS queue and its
 //!   adapter [`SqsQueue`].
 
@@ -26,6 +28,7 @@ use aws_sdk_apigatewaymanagement::Client;
 
 pub mod queue;
 pub mod signed;
+pub mod sigv4;
 pub use queue::{EventQueue, QueueError, SqsQueue};
 pub use signed::{PusherSetupError, SignedHttpPusher};
 

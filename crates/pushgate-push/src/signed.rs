@@ -181,8 +181,6 @@ impl SignedHttpPusher {
         connection_id: &str,
         payload: &[u8],
     ) -> Result<hyper::Request<Full<Bytes>>, BoxError> {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-
         let uri = format!("{}{}", self.base, encode_path_segment(connection_id));
         let mut request = hyper::Request::post(&uri)
             .header("content-type", "application/octet-stream")
@@ -192,25 +190,18 @@ impl SignedHttpPusher {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(identity)
-            .region(&self.region)
-            .name("execute-api")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()?
-            .into();
-        let headers = [
-            ("host", host.as_str()),
-            ("content-type", "application/octet-stream"),
-        ];
-        let signable = SignableRequest::new(
+        let (instructions, _signature) = crate::sigv4::sign(
+            identity,
+            &self.region,
+            SystemTime::now(),
             "POST",
             &uri,
-            headers.into_iter(),
-            SignableBody::Bytes(payload),
+            &[
+                ("host", host.as_str()),
+                ("content-type", "application/octet-stream"),
+            ],
+            payload,
         )?;
-        let (instructions, _signature) = sign(signable, &params)?.into_parts();
         instructions.apply_to_request_http1x(&mut request);
         Ok(request)
     }
@@ -260,18 +251,15 @@ fn transport(source: BoxError) -> PushError {
 }
 
 /// The `message` of an API Gateway error body (`{"message":"Forbidden"}`,
-/// or `{"Message":…}`). A small scan rather than a JSON parser: this crate
-/// has no serde, and the body is API Gateway's, never a client's.
+/// or `{"Message":…}`).
 fn error_message(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text
-        .find("\"message\"")
-        .or_else(|| text.find("\"Message\""))?;
-    let rest = &text[start + "\"message\"".len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let rest = rest.strip_prefix('"')?;
-    let end = rest.find('"')?;
-    Some(rest[..end].chars().take(200).collect())
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(alias = "Message")]
+        message: String,
+    }
+    let body: ErrorBody = serde_json::from_slice(body).ok()?;
+    Some(body.message.chars().take(200).collect())
 }
 
 /// A non-2xx answer from the Management API.

@@ -184,7 +184,6 @@ impl Emulator {
         path: &str,
         body: Vec<u8>,
     ) -> reqwest::RequestBuilder {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let url = format!("{}{path}", self.base);
         let host = self.base.trim_start_matches("http://").to_owned();
         let identity = aws_credential_types::Credentials::new(
@@ -195,24 +194,16 @@ impl Emulator {
             "test",
         )
         .into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("execute-api")
-            .time(std::time::SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
-        let headers = [("host", host.as_str())];
-        let signable = SignableRequest::new(
+        let (instructions, _) = pushgate_push::sigv4::sign(
+            &identity,
+            "us-east-1",
+            std::time::SystemTime::now(),
             method.as_str(),
             &url,
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
+            &[("host", host.as_str())],
+            &body,
         )
         .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         let mut request = self.http.request(method, &url).body(body);
         for (name, value) in instructions.headers() {
             request = request.header(name, value);
