@@ -82,6 +82,31 @@ fn ephemeral_ports() -> Option<usize> {
     Some(hi.saturating_sub(lo) + 1)
 }
 
+/// Reads a started emulator's stdout up to the line with `label` (as
+/// `pushgate-local: WebSocket URL        ws://…`) and returns the URL that
+/// line ends with, and the task that keeps reading the rest so its stdout
+/// never fills (abort it when done). 30 s at most.
+pub(crate) async fn printed_url(
+    emulator: &mut tokio::process::Child,
+    label: &str,
+) -> Result<(String, tokio::task::JoinHandle<()>), BoxError> {
+    let mut lines = BufReader::new(emulator.stdout.take().ok_or("no stdout")?).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains(label) {
+                if let Some(url) = line.split_whitespace().last() {
+                    return Ok::<_, BoxError>(url.to_owned());
+                }
+            }
+        }
+        Err(format!("the emulator printed no {label}").into())
+    })
+    .await
+    .map_err(|_| "the emulator did not start within 30 s")??;
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((url, drain))
+}
+
 pub(crate) fn emulator_binary() -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
     let path = exe
@@ -124,21 +149,7 @@ pub async fn run(wanted: &[usize]) -> Result<Hold, BoxError> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = emulator.id().ok_or("the emulator exited at once")?;
-    let mut lines = BufReader::new(emulator.stdout.take().ok_or("no stdout")?).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("WebSocket URL") {
-                if let Some(url) = line.split_whitespace().last() {
-                    return Ok::<_, BoxError>(url.to_owned());
-                }
-            }
-        }
-        Err("the emulator printed no WebSocket URL".into())
-    })
-    .await
-    .map_err(|_| "the emulator did not start within 30 s")??;
-    // Keep reading so its stdout never fills.
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (url, drain) = printed_url(&mut emulator, "WebSocket URL").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_start = vm_rss(pid)?;
     eprintln!(

@@ -22,10 +22,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::hold::emulator_binary;
+use crate::hold::{emulator_binary, printed_url};
 
 /// Boxed error of the bench.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -104,20 +103,7 @@ async fn run_one(args: &Args, n: usize) -> Result<ScaleRow, BoxError> {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let mut lines = BufReader::new(emulator.stdout.take().ok_or("no stdout")?).lines();
-    let base = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("PutEvents endpoint") {
-                if let Some(url) = line.split_whitespace().last() {
-                    return Ok::<_, BoxError>(url.to_owned());
-                }
-            }
-        }
-        Err("the emulator printed no PutEvents endpoint".into())
-    })
-    .await
-    .map_err(|_| "the emulator did not start within 30 s")??;
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (base, drain) = printed_url(&mut emulator, "PutEvents endpoint").await?;
     let http = reqwest::Client::new();
 
     let registered = Instant::now();

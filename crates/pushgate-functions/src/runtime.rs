@@ -309,6 +309,18 @@ pub async fn deps() -> Result<Deps, StartError> {
     Ok(deps_with(Config::from_env()?).await.0)
 }
 
+/// Dependencies of `publish`: the route's, and the notifier's queue it
+/// hands events to (`QUEUE_URL`, required), on one SDK configuration.
+pub async fn publish_deps() -> Result<(Deps, pushgate_push::SqsQueue), StartError> {
+    let config = Config::from_env()?;
+    let queue_url = config
+        .queue_url
+        .clone()
+        .ok_or(ConfigError::Missing("QUEUE_URL"))?;
+    let (deps, sdk) = deps_with(config).await;
+    Ok((deps, pushgate_push::SqsQueue::new(&sdk, queue_url)))
+}
+
 /// Dependencies of `$connect`, which verifies tokens (see
 /// [`token_verifier`]); a signing key is required unless
 /// `AUTH_MODE=anonymous`.

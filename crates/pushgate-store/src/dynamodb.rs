@@ -358,17 +358,21 @@ impl DynamoDbStore {
         Ok(entities)
     }
 
-    /// One page of live connection ids from `index` where `hash` = `value`.
+    /// One page of live connection ids from `index` where `hash` = `value`
+    /// and, when given, the connection id (the indexes' sort key) is within
+    /// `range`.
+    #[allow(clippy::too_many_arguments)]
     async fn index_page(
         &self,
         index: &str,
         hash: &str,
         value: &str,
+        range: Option<&IdRange>,
         now: i64,
         start: Option<Item>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
-        let out = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
@@ -379,10 +383,14 @@ impl DynamoDbStore {
             .expression_attribute_values(":v", s(value))
             .expression_attribute_values(":now", n(now))
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk_error("Query"))?;
+            .set_exclusive_start_key(start);
+        if let Some(range) = range {
+            query = query
+                .key_condition_expression("#h = :v AND connectionId BETWEEN :first AND :last")
+                .expression_attribute_values(":first", s(&range.first))
+                .expression_attribute_values(":last", s(&range.last));
+        }
+        let out = query.send().await.map_err(sdk_error("Query"))?;
         page_of(out.items, out.last_evaluated_key)
     }
 
@@ -956,23 +964,16 @@ impl ConnectionStore for DynamoDbStore {
                 ("sk".into(), s(subscription_sk(entity_id))),
             ])
         });
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_ENTITY_INDEX)
-            .key_condition_expression("entityId = :v AND connectionId BETWEEN :first AND :last")
-            .filter_expression("expiresAt > :now")
-            .expression_attribute_values(":v", s(entity_id.as_str()))
-            .expression_attribute_values(":first", s(&range.first))
-            .expression_attribute_values(":last", s(&range.last))
-            .expression_attribute_values(":now", n(now))
-            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk_error("Query"))?;
-        page_of(out.items, out.last_evaluated_key)
+        self.index_page(
+            BY_ENTITY_INDEX,
+            "entityId",
+            entity_id.as_str(),
+            Some(range),
+            now,
+            start,
+            limit,
+        )
+        .await
     }
 
     async fn user_connections(
@@ -990,7 +991,15 @@ impl ConnectionStore for DynamoDbStore {
                 ("sk".into(), s(CONNECTION_SK)),
             ])
         });
-        self.index_page(BY_USER_INDEX, "userId", user_id.as_str(), now, start, limit)
-            .await
+        self.index_page(
+            BY_USER_INDEX,
+            "userId",
+            user_id.as_str(),
+            None,
+            now,
+            start,
+            limit,
+        )
+        .await
     }
 }
