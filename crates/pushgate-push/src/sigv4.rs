@@ -17,8 +17,10 @@ use crate::BoxError;
 
 /// The service API Gateway's Management API signs for.
 pub const SERVICE: &str = "execute-api";
-/// How far a request's `x-amz-date` may be from now.
-pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+/// How far a request's `x-amz-date` may be from now: AWS denies a request
+/// that does not reach it within five minutes of its time stamp
+/// ("Signature expired: … (… - 5 min.)").
+pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Signs a request to the Management API at `time`: the headers to add
 /// (`authorization`, `x-amz-date`, and `x-amz-security-token` when the
@@ -66,8 +68,8 @@ pub enum Refusal {
     /// Signed for another region.
     #[error("Credential should be scoped to a valid region, not '{0}'.")]
     WrongRegion(String),
-    /// `x-amz-date` missing, malformed, or more than 15 minutes off.
-    #[error("Signature expired or not yet current (x-amz-date must be within 15 minutes of now)")]
+    /// `x-amz-date` missing, malformed, or more than 5 minutes off.
+    #[error("Signature expired or not yet current (x-amz-date must be within 5 minutes of now)")]
     Expired,
     /// Signed with a known key, but not this request.
     #[error("The request signature we calculated does not match the signature you provided.")]
